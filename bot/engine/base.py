@@ -1,0 +1,94 @@
+"""What every engine speaks: requests in, answers with stage timings out.
+
+Nothing here knows about Discord or about llama-cpp-python; the queue, the
+CLI and the cogs use these types only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class VisionRequest:
+    """One question about one or more prepared images.
+
+    ``images`` are ``data:`` URIs (see :mod:`bot.images`); an engine never
+    fetches anything.  ``history`` holds earlier (question, answer) turns of
+    a conversation about the same images, oldest first.
+    """
+
+    images: tuple[str, ...]
+    question: str
+    max_tokens: int
+    temperature: float = 0.2
+    history: tuple[tuple[str, str], ...] = ()
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is None or self.max_tokens < 1:
+            # max_tokens=None means "until the context is full" in
+            # llama-cpp-python: the 92-second bug this project exists to avoid.
+            raise ValueError("max_tokens must be a positive integer")
+
+
+@dataclass(slots=True)
+class StageTimings:
+    """Where the seconds of one answer went.  All times in seconds."""
+
+    image_encode_s: float = 0.0
+    prompt_eval_s: float = 0.0
+    generation_s: float = 0.0
+    total_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queue_wait_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        if self.generation_s <= 0 or self.completion_tokens <= 0:
+            return 0.0
+        return self.completion_tokens / self.generation_s
+
+
+@dataclass(slots=True)
+class Answer:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    timings: StageTimings = field(default_factory=StageTimings)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What /status and ``doctor`` show about an engine."""
+
+    name: str
+    model: str
+    chat_format: str
+    text_backend: str = "unknown"
+    clip_backend: str = "unknown"
+    gpu_offload: bool = False
+
+
+class EngineError(Exception):
+    """An engine could not answer one request; the message is fit for a user."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A blocking model.  Exactly one consumer thread calls ``generate``."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def load(self) -> None:
+        """Load the model and warm it up; return only when it can answer."""
+
+    def generate(self, request: VisionRequest) -> Answer:
+        """Answer one request (blocking; called from a worker thread)."""
+
+    def close(self) -> None:
+        """Free the model."""

@@ -1,0 +1,268 @@
+"""The inference queue: bounded, fair per user, one consumer per engine.
+
+``submit()`` either refuses at once (:class:`Refused`, with a reason fit for
+the user) or returns a :class:`JobHandle` that knows its place in line and
+whose ``result()`` is the :class:`~bot.engine.base.Answer`.
+
+Each engine gets exactly one consumer task and one dedicated worker thread, so
+an engine is never called twice at once and the event loop never blocks on
+the model.  An exception in one job goes to that job's caller only; the
+consumer carries on with the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import statistics
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from bot.engine.base import Answer, Engine, VisionRequest
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """The queue will not take this job.  ``str(exc)`` is fit for the user."""
+
+
+class QueueClosed(Refused):
+    """The queue is shutting down; raised by ``submit`` and by waiting jobs' results."""
+
+
+class JobCancelled(Exception):
+    """``result()`` of a job that was cancelled before it ran."""
+
+
+@dataclass(eq=False)
+class _Job:
+    id: int
+    user_id: int | str | None
+    request: VisionRequest
+    future: asyncio.Future[Answer]
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+class JobHandle:
+    """The caller's view of one accepted job."""
+
+    def __init__(self, queue: InferenceQueue, job: _Job, position: int) -> None:
+        self._queue = queue
+        self._job = job
+        self.id = job.id
+        #: Jobs ahead of this one when it was accepted (running ones included);
+        #: 0 means an engine was free and it starts at once.
+        self.position = position
+
+    def current_position(self) -> int | None:
+        """Jobs ahead of this one now; None once it has started or finished."""
+        return self._queue._position_of(self._job)
+
+    @property
+    def done(self) -> bool:
+        return self._job.future.done()
+
+    async def result(self) -> Answer:
+        """Wait for the answer.  Raises the engine's error, JobCancelled or QueueClosed."""
+        return await asyncio.shield(self._job.future)
+
+    def cancel(self) -> bool:
+        """Drop the job if it has not started yet.  True if it was dropped."""
+        return self._queue._cancel(self._job)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    depth: int  # waiting, not yet started
+    busy: int  # engines working right now
+    engines: int
+    served: int
+    failed: int
+    cancelled: int
+    refused: int
+    p50_s: float | None
+    p95_s: float | None
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+class InferenceQueue:
+    def __init__(
+        self,
+        engines: Engine | Sequence[Engine],
+        *,
+        max_size: int,
+        per_user: int,
+        latency_window: int = 200,
+    ) -> None:
+        self._engines: list[Engine] = [engines] if isinstance(engines, Engine) else list(engines)
+        if not self._engines:
+            raise ValueError("an InferenceQueue needs at least one engine")
+        self.max_size = max_size
+        self.per_user = per_user
+        self._waiting: deque[_Job] = deque()
+        self._running: set[_Job] = set()
+        self._per_user: Counter[int | str | None] = Counter()
+        self._ids = itertools.count(1)
+        self._wakeup: asyncio.Event | None = None
+        self._consumers: list[asyncio.Task[None]] = []
+        self._executors: list[ThreadPoolExecutor] = []
+        self._closed = False
+        self.served = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.refused = 0
+        self.latencies: deque[float] = deque(maxlen=latency_window)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start one consumer per engine (the engines must already be loaded)."""
+        if self._consumers:
+            return
+        self._wakeup = asyncio.Event()
+        for index, engine in enumerate(self._engines):
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{index}")
+            self._executors.append(executor)
+            task = asyncio.create_task(self._consume(engine, executor), name=f"llava-consumer-{index}")
+            self._consumers.append(task)
+
+    async def close(self, reason: str = "the bot is restarting, please ask again in a minute") -> None:
+        """Refuse new jobs, fail waiting ones with ``reason``, let running ones finish."""
+        self._closed = True
+        while self._waiting:
+            job = self._waiting.popleft()
+            self._forget(job)
+            if not job.future.done():
+                job.future.set_exception(QueueClosed(reason))
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._consumers:
+            await asyncio.gather(*self._consumers, return_exceptions=True)
+        for executor in self._executors:
+            executor.shutdown(wait=True)
+        self._consumers.clear()
+        self._executors.clear()
+
+    # -- producer side ----------------------------------------------------------
+
+    def submit(self, request: VisionRequest, *, user_id: int | str | None = None) -> JobHandle:
+        """Accept a job or raise :class:`Refused` at once."""
+        if self._closed:
+            raise QueueClosed("the bot is restarting, please ask again in a minute")
+        if self._wakeup is None:
+            raise RuntimeError("InferenceQueue.start() was not called")
+        if user_id is not None and self._per_user[user_id] >= self.per_user:
+            self.refused += 1
+            raise Refused(
+                f"you already have {self._per_user[user_id]} question(s) waiting; "
+                "please wait for an answer first"
+            )
+        if len(self._waiting) >= self.max_size:
+            self.refused += 1
+            raise Refused(f"the queue is full ({self.max_size} waiting), please try again in a minute")
+        loop = asyncio.get_running_loop()
+        job = _Job(next(self._ids), user_id, request, loop.create_future())
+        position = len(self._waiting) + len(self._running)
+        self._waiting.append(job)
+        self._per_user[user_id] += 1
+        self._wakeup.set()
+        return JobHandle(self, job, position)
+
+    def _position_of(self, job: _Job) -> int | None:
+        try:
+            return self._waiting.index(job) + len(self._running)
+        except ValueError:
+            return None
+
+    def _cancel(self, job: _Job) -> bool:
+        try:
+            self._waiting.remove(job)
+        except ValueError:
+            return False
+        self._forget(job)
+        self.cancelled += 1
+        if not job.future.done():
+            job.future.set_exception(JobCancelled(f"job {job.id} was cancelled"))
+        return True
+
+    def _forget(self, job: _Job) -> None:
+        self._per_user[job.user_id] -= 1
+        if self._per_user[job.user_id] <= 0:
+            del self._per_user[job.user_id]
+
+    # -- consumer side ----------------------------------------------------------
+
+    async def _next_job(self) -> _Job | None:
+        wakeup = self._wakeup
+        if wakeup is None:
+            raise RuntimeError("InferenceQueue.start() was not called")
+        # Single event loop: nothing runs between the check and clear(), so a
+        # submit cannot be missed.  Every idle consumer wakes; one takes the job.
+        while not self._waiting and not self._closed:
+            wakeup.clear()
+            await wakeup.wait()
+        if not self._waiting:
+            return None
+        job = self._waiting.popleft()
+        self._running.add(job)
+        return job
+
+    async def _consume(self, engine: Engine, executor: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = await self._next_job()
+            if job is None:
+                return
+            started = time.perf_counter()
+            try:
+                answer = await loop.run_in_executor(executor, engine.generate, job.request)
+            except asyncio.CancelledError:
+                self._finish(job, error=QueueClosed("the bot stopped before answering"))
+                raise
+            except Exception as exc:  # an engine error belongs to this job only
+                log.warning("job %d failed on %s: %s", job.id, engine.info.name, exc, exc_info=True)
+                self._finish(job, error=exc)
+                continue
+            answer.timings.queue_wait_s = started - job.submitted
+            self._finish(job, answer=answer)
+
+    def _finish(self, job: _Job, *, answer: Answer | None = None, error: BaseException | None = None) -> None:
+        self._running.discard(job)
+        self._forget(job)
+        if answer is not None:
+            self.served += 1
+            self.latencies.append(time.perf_counter() - job.submitted)
+            if not job.future.done():
+                job.future.set_result(answer)
+        else:
+            self.failed += 1
+            if not job.future.done():
+                job.future.set_exception(error or RuntimeError("job failed"))
+
+    # -- status -------------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        lat = sorted(self.latencies)
+        return QueueStats(
+            depth=len(self._waiting),
+            busy=len(self._running),
+            engines=len(self._engines),
+            served=self.served,
+            failed=self.failed,
+            cancelled=self.cancelled,
+            refused=self.refused,
+            p50_s=_percentile(lat, 50),
+            p95_s=_percentile(lat, 95),
+        )

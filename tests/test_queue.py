@@ -1,0 +1,234 @@
+"""InferenceQueue with a fake engine: ordering, exclusivity, refusals, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from bot.engine.base import Answer, EngineError, EngineInfo, StageTimings, VisionRequest
+from bot.queue import InferenceQueue, JobCancelled, QueueClosed, Refused
+
+
+class FakeEngine:
+    """Blocking engine that records calls; ``gate`` lets a test hold a job."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls: list[str] = []
+        self.active = 0
+        self.max_active = 0
+        self.threads: set[str] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(name="fake", model="fake", chat_format="none")
+
+    def load(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def generate(self, request: VisionRequest) -> Answer:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            self.threads.add(threading.current_thread().name)
+            self.gate.wait(5)
+            if self.delay:
+                time.sleep(self.delay)
+            self.calls.append(request.question)
+            if request.question.startswith("boom"):
+                raise EngineError(f"engine failed on {request.question}")
+            return Answer(request.question.upper(), "stop", 1, 1, StageTimings(total_s=self.delay))
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def req(q: str) -> VisionRequest:
+    return VisionRequest(images=(), question=q, max_tokens=8)
+
+
+async def started(engine: FakeEngine, n: int = 1) -> None:
+    for _ in range(500):
+        if engine.active >= n:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("engine never started")
+
+
+@pytest.fixture
+async def setup():
+    engine = FakeEngine()
+    queue = InferenceQueue(engine, max_size=3, per_user=2)
+    await queue.start()
+    yield engine, queue
+    engine.gate.set()
+    await queue.close()
+
+
+async def test_answers_in_order_one_at_a_time_in_one_thread():
+    engine = FakeEngine(delay=0.01)
+    queue = InferenceQueue(engine, max_size=50, per_user=50)
+    await queue.start()
+    handles = [queue.submit(req(f"q{i}"), user_id=1) for i in range(20)]
+    answers = [await h.result() for h in handles]
+    await queue.close()
+    assert [a.text for a in answers] == [f"Q{i}" for i in range(20)]
+    assert engine.calls == [f"q{i}" for i in range(20)]
+    assert engine.max_active == 1
+    assert len(engine.threads) == 1 and next(iter(engine.threads)).startswith("engine-")
+    assert queue.stats().served == 20
+
+
+async def test_positions_and_queue_wait(setup):
+    engine, queue = setup
+    engine.gate.clear()
+    first = queue.submit(req("a"), user_id=1)
+    assert first.position == 0
+    await started(engine)
+    second = queue.submit(req("b"), user_id=2)
+    third = queue.submit(req("c"), user_id=3)
+    assert (second.position, third.position) == (1, 2)
+    assert third.current_position() == 2
+    assert queue.stats().depth == 2 and queue.stats().busy == 1
+    await asyncio.sleep(0.05)
+    engine.gate.set()
+    await first.result()
+    assert third.current_position() in (0, 1, None)
+    answer = await third.result()
+    assert answer.timings.queue_wait_s >= 0.05
+    assert third.current_position() is None
+
+
+async def test_full_queue_refuses_at_once_and_earlier_jobs_complete(setup):
+    engine, queue = setup
+    engine.gate.clear()
+    running = queue.submit(req("r"), user_id="u0")
+    await started(engine)
+    waiting = [queue.submit(req(f"w{i}"), user_id=f"u{i + 1}") for i in range(3)]
+    with pytest.raises(Refused, match=r"the queue is full \(3 waiting\)"):
+        queue.submit(req("late"), user_id="u9")
+    engine.gate.set()
+    texts = [(await h.result()).text for h in [running, *waiting]]
+    assert texts == ["R", "W0", "W1", "W2"]
+    assert "late" not in engine.calls
+    assert queue.stats().refused == 1
+
+
+async def test_per_user_limit_counts_pending_jobs(setup):
+    engine, queue = setup
+    engine.gate.clear()
+    a = queue.submit(req("a"), user_id=7)
+    b = queue.submit(req("b"), user_id=7)
+    with pytest.raises(Refused, match="you already have 2 question"):
+        queue.submit(req("c"), user_id=7)
+    queue.submit(req("other"), user_id=8)  # someone else is not affected
+    engine.gate.set()
+    await a.result()
+    await b.result()
+    # once answered, the user may ask again
+    assert (await queue.submit(req("d"), user_id=7).result()).text == "D"
+
+
+async def test_cancel_waiting_job(setup):
+    engine, queue = setup
+    engine.gate.clear()
+    running = queue.submit(req("run"), user_id=1)
+    await started(engine)
+    doomed = queue.submit(req("doomed"), user_id=2)
+    kept = queue.submit(req("kept"), user_id=3)
+    assert doomed.cancel() is True
+    assert kept.current_position() == 1
+    assert running.cancel() is False  # already running
+    engine.gate.set()
+    with pytest.raises(JobCancelled):
+        await doomed.result()
+    assert (await kept.result()).text == "KEPT"
+    assert "doomed" not in engine.calls
+    assert queue.stats().cancelled == 1
+
+
+async def test_engine_error_reaches_only_its_caller(setup):
+    engine, queue = setup
+    bad = queue.submit(req("boom 1"), user_id=1)
+    good = queue.submit(req("fine"), user_id=2)
+    with pytest.raises(EngineError, match="engine failed on boom 1"):
+        await bad.result()
+    assert (await good.result()).text == "FINE"
+    stats = queue.stats()
+    assert (stats.served, stats.failed) == (1, 1)
+
+
+async def test_event_loop_stays_free_while_engine_works():
+    engine = FakeEngine(delay=0.5)
+    queue = InferenceQueue(engine, max_size=5, per_user=5)
+    await queue.start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await queue.submit(req("slow"), user_id=1).result()
+    task.cancel()
+    await queue.close()
+    # time.sleep in the engine thread must not stop the loop: 0.5 s of 10 ms ticks
+    assert ticks >= 10
+
+
+async def test_close_tells_waiting_jobs_and_finishes_running(setup):
+    engine, queue = setup
+    engine.gate.clear()
+    running = queue.submit(req("run"), user_id=1)
+    await started(engine)
+    waiting = queue.submit(req("wait"), user_id=2)
+    closing = asyncio.create_task(queue.close("restarting"))
+    await asyncio.sleep(0.02)
+    with pytest.raises(QueueClosed, match="restarting"):
+        await waiting.result()
+    with pytest.raises(QueueClosed):
+        queue.submit(req("new"), user_id=3)
+    engine.gate.set()
+    await closing
+    assert (await running.result()).text == "RUN"
+
+
+async def test_two_engines_each_get_one_consumer():
+    engines = [FakeEngine(delay=0.05), FakeEngine(delay=0.05)]
+    queue = InferenceQueue(engines, max_size=20, per_user=20)
+    await queue.start()
+    handles = [queue.submit(req(f"q{i}"), user_id=1) for i in range(8)]
+    for h in handles:
+        await h.result()
+    await queue.close()
+    assert all(e.max_active == 1 for e in engines)
+    assert all(e.calls for e in engines)
+    assert sorted(engines[0].calls + engines[1].calls) == sorted(f"q{i}" for i in range(8))
+
+
+async def test_latency_percentiles():
+    engine = FakeEngine()
+    queue = InferenceQueue(engine, max_size=20, per_user=20)
+    await queue.start()
+    assert queue.stats().p50_s is None
+    for i in range(5):
+        await queue.submit(req(f"q{i}"), user_id=1).result()
+    stats = queue.stats()
+    await queue.close()
+    assert stats.p50_s is not None and stats.p95_s is not None
+    assert 0 <= stats.p50_s <= stats.p95_s
+
+
+def test_max_tokens_must_be_set():
+    with pytest.raises(ValueError, match="max_tokens"):
+        VisionRequest(images=(), question="q", max_tokens=0)
