@@ -86,11 +86,11 @@ class GenerationSettings(_Section):
     max_tokens: int = Field(256, ge=1)
     max_tokens_limit: int = Field(1024, ge=1)
     temperature: float = Field(0.2, ge=0.0, le=2.0)
-    system_prompt: str = (
-        "A chat between a curious human and an artificial intelligence assistant. "
-        "The assistant gives helpful, detailed, and polite answers to the human's questions."
-    )
+    # None: the chat format's own system message (LLaVA-1.5's "A chat between
+    # a curious human and an artificial intelligence assistant...").
+    system_prompt: str | None = None
     default_question: str = "Describe this image."
+    max_question_chars: int = Field(2000, ge=1)
 
     @model_validator(mode="after")
     def _cap(self) -> GenerationSettings:

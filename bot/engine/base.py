@@ -44,6 +44,8 @@ class StageTimings:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     queue_wait_s: float = 0.0
+    #: from the engine starting the job to the first generated token
+    first_token_s: float = 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -75,6 +77,11 @@ class EngineInfo:
 
 class EngineError(Exception):
     """An engine could not answer one request; the message is fit for a user."""
+
+
+class RequestError(EngineError):
+    """This request cannot be answered as asked (too long for the context,
+    an image the model cannot decode): the asker's input, not a fault."""
 
 
 @runtime_checkable

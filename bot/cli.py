@@ -1,0 +1,210 @@
+"""``llava-bot``: ask, doctor (and, from the Discord issue on, run).
+
+Exit codes: 0 answered / healthy; 2 bad input (a one-line reason on stderr,
+no traceback): a bad setting, a missing or non-image file, a refused job;
+1 anything else (the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("llava_bot")
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+CUDA_REINSTALL = (
+    'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir '
+    "--no-binary llama-cpp-python llama-cpp-python"
+)
+
+
+class BadInput(Exception):
+    """A user error the CLI reports in one line with exit code 2."""
+
+
+def _setup_logging(level: str, verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        # llama.cpp / mtmd chatter is debug output; keep it out of -v-less runs.
+        logging.getLogger("llava_bot.llama_cpp").setLevel(logging.WARNING)
+        logging.getLogger("gguf").setLevel(logging.WARNING)
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        model["path"] = args.model
+    if getattr(args, "mmproj", None):
+        model["mmproj"] = args.mmproj
+    if getattr(args, "chat_format", None):
+        model["chat_format"] = args.chat_format
+    if getattr(args, "n_gpu_layers", None) is not None:
+        model["n_gpu_layers"] = args.n_gpu_layers
+    if model:
+        overrides["model"] = model
+    return overrides
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, overrides=_model_overrides(args))
+
+
+# -- ask ----------------------------------------------------------------------
+
+
+async def _ask(settings: Settings, image: Path, question: str | None, max_tokens: int | None) -> str:
+    from bot.engine.base import RequestError
+    from bot.images import ImageError
+    from bot.queue import Refused
+    from bot.reply import render
+    from bot.runtime import Runtime
+
+    try:
+        data = image.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read {image}: {exc.strerror or exc}") from None
+    runtime = Runtime(settings)
+    # Check the image before paying for the model load.
+    try:
+        prepared = await runtime.prepare(data)
+    except ImageError as exc:
+        raise BadInput(f"{image.name}: {exc}") from None
+    await runtime.start()
+    try:
+        handle = runtime.submit(runtime.request([prepared], question, max_tokens=max_tokens), user_id="cli")
+        answer = await handle.result()
+    except (Refused, RequestError) as exc:
+        raise BadInput(str(exc)) from None
+    finally:
+        await runtime.close()
+    return render(answer)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _setup_logging(settings.log_level, args.verbose)
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise BadInput("--max-tokens must be at least 1")
+    text = asyncio.run(_ask(settings, Path(args.image), args.question, args.max_tokens))
+    print(text)
+    return EXIT_OK
+
+
+# -- doctor -------------------------------------------------------------------
+
+
+def _row(label: str, value: object) -> None:
+    print(f"  {label:<22} {value}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _setup_logging(settings.log_level, args.verbose)
+    import llama_cpp
+
+    from bot.reply import footer_line
+    from bot.runtime import build_engine, resolve_model
+
+    offload = bool(llama_cpp.llama_supports_gpu_offload())
+    print("llava-bot doctor")
+    _row("llama-cpp-python", llama_cpp.__version__)
+    _row("GPU offload in build", "yes" if offload else "no (CPU-only build)")
+    system_info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    _row("llama.cpp system info", system_info[:200])
+    files = resolve_model(settings)
+    kind = " (built-in tiny random model: answers are random text)" if files.builtin else ""
+    _row("model", f"{files.path}{kind}")
+    _row("mmproj", files.mmproj)
+    _row("chat format", settings.model.chat_format)
+    _row("n_gpu_layers / n_ctx", f"{settings.model.n_gpu_layers} / {settings.model.n_ctx}")
+    engine = build_engine(settings, files)
+    try:
+        engine.load()
+        warm = engine.warmup_answer or engine.warmup()
+        info = engine.info
+        _row("loaded in", f"{engine.load_s:.2f} s")
+        _row("text model ran on", info.text_backend)
+        _row("CLIP ran on", info.clip_backend)
+        _row("warm-up question", footer_line(warm).removeprefix("-# "))
+    finally:
+        engine.close()
+
+    advice: list[str] = []
+    if not offload:
+        advice.append(f"this llama-cpp-python build cannot use a GPU; for NVIDIA GPUs reinstall with CUDA:\n      {CUDA_REINSTALL}")
+    elif settings.model.n_gpu_layers == 0:
+        advice.append("model.n_gpu_layers is 0: the text model stays on the CPU; set -1 to offload all layers")
+    if info.text_backend != "CPU" and info.clip_backend == "CPU":
+        advice.append(
+            "CLIP runs on the CPU while the text model is on a GPU: image encoding will dominate; "
+            "reinstall llama-cpp-python with CUDA (the mmproj is loaded with use_gpu)"
+        )
+    if files.builtin:
+        advice.append("no model.path set: see README 'Run it for real' for LLaVA-1.5 GGUF files")
+    for line in advice:
+        print(f"  ! {line}")
+    if not advice:
+        print("  ok")
+    return EXIT_OK
+
+
+# -- entry point ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-bot", description="A Discord bot that answers questions about images with a local LLaVA model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE", help="TOML settings file (default: config/bot.toml if present)")
+        p.add_argument("--model", metavar="PATH", help="GGUF text model (model.path)")
+        p.add_argument("--mmproj", metavar="PATH", help="GGUF CLIP projector (model.mmproj)")
+        p.add_argument("--chat-format", metavar="NAME", help="model.chat_format, e.g. llava-1-5, llava-1-6")
+        p.add_argument("--n-gpu-layers", type=int, metavar="N", help="model.n_gpu_layers (-1: all)")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging, llama.cpp's included")
+
+    ask = sub.add_parser("ask", help="answer one question about one image, with the timing footer")
+    ask.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, ...)")
+    ask.add_argument("question", nargs="?", help='the question (default: "Describe this image.")')
+    ask.add_argument("--max-tokens", type=int, metavar="N", help="answer cap (bounded by generation.max_tokens_limit)")
+    common(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    doctor = sub.add_parser("doctor", help="check the build, the GPU, the model files and where CLIP runs")
+    common(doctor)
+    doctor.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, BadInput) as exc:
+        print(f"llava-bot: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("llava-bot: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place that turns a bug into exit 1
+        log.exception("llava-bot %s failed", args.command)
+        print(f"llava-bot: {args.command} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,470 @@
+"""The in-process engine: one preloaded ``Llama`` plus its CLIP projector.
+
+We drive libmtmd ourselves instead of calling ``create_chat_completion``
+through a LLaVA chat handler, for three reasons measured or read in
+llama-cpp-python 0.3.36:
+
+* stage timings: the handler encodes the image and evaluates the prompt in
+  one opaque call; here image encode (CLIP), prompt eval (text + image
+  embeddings) and generation are timed separately;
+* nothing process-wide on the hot path: with ``verbose=False`` the handler
+  redirects the whole process's stdout/stderr around every image decode; here
+  all llama.cpp / ggml / mtmd log lines go to Python logging (debug) through
+  log callbacks, and the terminal stays clean without redirection;
+* the CLIP context is ours, so we know and report where it runs (the
+  ``CLIP using <backend> backend`` line) and can choose CPU or GPU for it.
+
+The prompt is still rendered with the chat handler class's own template
+(``CHAT_FORMAT``) and default system message, so every LLaVA-style format
+llama-cpp-python knows keeps its exact wording.  Generation uses
+``Llama.create_completion`` on the evaluated prompt (an exact KV-cache hit, so
+nothing is evaluated twice) with ``max_tokens`` always set.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import hashlib
+import io
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.engine.base import Answer, EngineError, EngineInfo, RequestError, StageTimings, VisionRequest
+
+log = logging.getLogger(__name__)
+native_log = logging.getLogger("llava_bot.llama_cpp")
+
+#: chat format -> llama-cpp-python handler class name (whose template we use)
+HANDLERS: dict[str, str] = {
+    "llava-1-5": "Llava15ChatHandler",
+    "llava-1-6": "Llava16ChatHandler",
+    "bakllava-1": "Llava15ChatHandler",
+    "obsidian": "ObsidianChatHandler",
+    "moondream2": "MoondreamChatHandler",
+    "nanollava": "NanoLlavaChatHandler",
+    "llama-3-vision-alpha": "Llama3VisionAlphaChatHandler",
+    "minicpm-v-2.6": "MiniCPMv26ChatHandler",
+}
+
+
+class _NativeLogs:
+    """Routes llama.cpp, ggml and mtmd log output into Python logging.
+
+    Installed once per process (the callbacks are process-wide in the C
+    libraries).  Keeps the last lines so an engine can read what the
+    libraries said about devices and backends.
+    """
+
+    _instance: _NativeLogs | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        import llama_cpp
+        import llama_cpp.mtmd_cpp as mtmd_cpp
+
+        self.lines: deque[str] = deque(maxlen=4000)
+        self._partial = ""
+
+        @llama_cpp.llama_log_callback
+        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            self._feed(text)
+
+        self._callback = callback  # keep a reference: C holds only the pointer
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_log_set(callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(callback, ctypes.c_void_p(0))
+
+    def _feed(self, text: bytes) -> None:
+        try:
+            chunk = text.decode("utf-8", errors="replace")
+        except Exception:  # never raise into C
+            return
+        data = self._partial + chunk
+        *complete, self._partial = data.split("\n")
+        for line in complete:
+            if line.strip():
+                self.lines.append(line)
+                native_log.debug("%s", line)
+
+    @classmethod
+    def install(cls) -> _NativeLogs:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def mark(self) -> int:
+        return len(self.lines)
+
+    def since(self, mark: int) -> list[str]:
+        lines = list(self.lines)
+        return lines[max(0, min(mark, len(lines))):]
+
+
+@dataclass(slots=True)
+class _Backends:
+    text: str = "CPU"
+    clip: str = "unknown"
+    gpu_offload: bool = False
+
+
+def _read_backends(lines: list[str], gpu_offload_supported: bool, n_gpu_layers: int) -> _Backends:
+    found = _Backends(gpu_offload=gpu_offload_supported and n_gpu_layers != 0)
+    devices: list[str] = []
+    offloaded = None
+    for line in lines:
+        if m := re.search(r"CLIP using (\S+) backend", line):
+            found.clip = m.group(1)
+        elif m := re.search(r"using device (\S+) \(([^)]*)\)", line):
+            devices.append(f"{m.group(1)} ({m.group(2)})")
+        elif m := re.search(r"offloaded (\d+)/(\d+) layers to GPU", line):
+            offloaded = (int(m.group(1)), int(m.group(2)))
+    if found.gpu_offload and offloaded and offloaded[0] > 0:
+        where = ", ".join(devices) or "GPU"
+        found.text = f"{where}, {offloaded[0]}/{offloaded[1]} layers"
+    else:
+        found.text = "CPU"
+    return found
+
+
+def _warmup_image() -> str:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (64, 64), (70, 130, 180))
+    ImageDraw.Draw(img).ellipse((16, 16, 48, 48), fill=(250, 210, 60))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _decode_data_uri(uri: str) -> bytes:
+    if not uri.startswith("data:") or "," not in uri:
+        # Fetching URLs is the caller's job (with limits and an allow-list);
+        # the engine never touches the network.
+        raise EngineError("images must be passed as data: URIs")
+    header, payload = uri.split(",", 1)
+    if not header.endswith(";base64"):
+        raise EngineError("image data URIs must be base64-encoded")
+    return base64.b64decode(payload, validate=False)
+
+
+class LlamaCppEngine:
+    """One ``Llama`` + one mtmd (CLIP) context.  Not thread-safe: one consumer only."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        mmproj_path: str | Path,
+        *,
+        chat_format: str = "llava-1-5",
+        n_gpu_layers: int = -1,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        seed: int = 0,
+        warmup: bool = True,
+        name: str = "local",
+    ) -> None:
+        if chat_format not in HANDLERS:
+            raise ValueError(f"unknown chat format {chat_format!r}; known: {', '.join(HANDLERS)}")
+        self.model_path = Path(model_path)
+        self.mmproj_path = Path(mmproj_path)
+        self.chat_format = chat_format
+        self.n_gpu_layers = n_gpu_layers
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.n_batch = n_batch
+        self.seed = seed
+        self.warmup_enabled = warmup
+        self.name = name
+        self._llama: Any = None
+        self._mtmd: Any = None
+        self._mtmd_ctx: Any = None
+        self._template: Any = None
+        self._default_system: str | None = None
+        self._backends = _Backends()
+        self._logs: _NativeLogs | None = None
+        self.load_s = 0.0
+        self.warmup_answer: Answer | None = None
+
+    @classmethod
+    def from_settings(cls, model: Any, *, name: str = "local") -> LlamaCppEngine:
+        """Build from :class:`bot.config.ModelSettings` whose paths are resolved."""
+        return cls(
+            model.path,
+            model.mmproj,
+            chat_format=model.chat_format,
+            n_gpu_layers=model.n_gpu_layers,
+            n_ctx=model.n_ctx,
+            n_threads=model.n_threads,
+            n_batch=model.n_batch,
+            seed=model.seed,
+            warmup=model.warmup,
+            name=name,
+        )
+
+    # -- Engine protocol ---------------------------------------------------------
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            name=self.name,
+            model=self.model_path.name,
+            chat_format=self.chat_format,
+            text_backend=self._backends.text,
+            clip_backend=self._backends.clip,
+            gpu_offload=self._backends.gpu_offload,
+        )
+
+    @property
+    def loaded(self) -> bool:
+        return self._llama is not None
+
+    def load(self) -> None:
+        if self._llama is not None:
+            return
+        import llama_cpp
+        import llama_cpp.llama_chat_format as chat_formats
+        import llama_cpp.mtmd_cpp as mtmd_cpp
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        started = time.perf_counter()
+        self._logs = _NativeLogs.install()
+        mark = self._logs.mark()
+        handler_cls = getattr(chat_formats, HANDLERS[self.chat_format])
+        self._template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+            handler_cls.CHAT_FORMAT
+        )
+        self._default_system = handler_cls.DEFAULT_SYSTEM_MESSAGE
+        for path in (self.model_path, self.mmproj_path):
+            if not path.is_file():
+                raise EngineError(f"model file not found: {path}")
+        log.info("loading %s + %s (%s)", self.model_path.name, self.mmproj_path.name, self.chat_format)
+        try:
+            self._llama = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_gpu_layers=self.n_gpu_layers,
+                n_ctx=self.n_ctx,
+                n_batch=self.n_batch,
+                n_threads=self.n_threads,
+                seed=self.seed,
+                verbose=False,
+            )
+        except ValueError as exc:
+            raise EngineError(f"could not load the text model {self.model_path}: {exc}") from exc
+        self._mtmd = mtmd_cpp
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.use_gpu = self.n_gpu_layers != 0
+        params.print_timings = False
+        params.n_threads = self._llama.n_threads
+        ctx = mtmd_cpp.mtmd_init_from_file(str(self.mmproj_path).encode(), self._llama.model, params)
+        if not ctx:
+            self._llama.close()
+            self._llama = None
+            raise EngineError(f"could not load the CLIP projector {self.mmproj_path} for this text model")
+        self._mtmd_ctx = ctx
+        if not mtmd_cpp.mtmd_support_vision(ctx):
+            self.close()
+            raise EngineError(f"{self.mmproj_path} has no vision encoder")
+        if mtmd_cpp.mtmd_decode_use_mrope(ctx):
+            self.close()
+            raise EngineError("models with M-RoPE positions (Qwen-VL) are not supported by this engine yet")
+        self._backends = _read_backends(
+            self._logs.since(mark),
+            bool(llama_cpp.llama_supports_gpu_offload()),
+            self.n_gpu_layers,
+        )
+        self.load_s = time.perf_counter() - started
+        log.info(
+            "model loaded in %.2f s: text on %s, CLIP on %s",
+            self.load_s,
+            self._backends.text,
+            self._backends.clip,
+        )
+        if self.warmup_enabled:
+            self.warmup()
+
+    def warmup(self) -> Answer:
+        """Answer one small image so the first user does not pay for lazy init."""
+        answer = self.generate(VisionRequest(images=(_warmup_image(),), question="Describe this image.", max_tokens=4))
+        self.warmup_answer = answer
+        log.info("warm-up answered in %.2f s", answer.timings.total_s)
+        return answer
+
+    def close(self) -> None:
+        if self._mtmd_ctx is not None:
+            self._mtmd.mtmd_free(self._mtmd_ctx)
+            self._mtmd_ctx = None
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
+
+    # -- one answer ----------------------------------------------------------------
+
+    def _render(self, request: VisionRequest, marker: str) -> str:
+        system = request.system_prompt if request.system_prompt is not None else self._default_system
+        messages: list[dict[str, Any]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        image_parts = [{"type": "image_url", "image_url": {"url": marker}} for _ in request.images]
+        turns = [*request.history, (request.question, None)]
+        for index, (question, answer) in enumerate(turns):
+            parts = image_parts if index == 0 else []
+            messages.append({"role": "user", "content": [*parts, {"type": "text", "text": question}]})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": answer})
+        llama = self._llama
+        return self._template.render(
+            messages=messages,
+            add_generation_prompt=True,
+            eos_token=llama.detokenize([llama.token_eos()]).decode("utf-8", "ignore"),
+            bos_token=llama.detokenize([llama.token_bos()]).decode("utf-8", "ignore"),
+        )
+
+    def generate(
+        self,
+        request: VisionRequest,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Answer:
+        """Answer one request.  ``should_stop`` is polled between tokens."""
+        if self._llama is None:
+            raise EngineError("the model is not loaded")
+        mtmd = self._mtmd
+        llama = self._llama
+        started = time.perf_counter()
+        timings = StageTimings()
+        marker = mtmd.mtmd_default_marker().decode("utf-8")
+        text = self._render(request, marker).encode("utf-8")
+
+        bitmaps = []
+        chunks = None
+        try:
+            for uri in request.images:
+                data = _decode_data_uri(uri)
+                buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+                bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._mtmd_ctx, buf, len(data), False)
+                if not bitmap:
+                    raise RequestError("the model could not decode that image")
+                mtmd.mtmd_bitmap_set_id(bitmap, hashlib.sha256(data).hexdigest()[:32].encode())
+                bitmaps.append(bitmap)
+            chunks = mtmd.mtmd_input_chunks_init()
+            input_text = mtmd.mtmd_input_text()
+            input_text.text = text
+            input_text.text_len = len(text)
+            input_text.add_special = True
+            input_text.parse_special = True
+            array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+            rc = mtmd.mtmd_tokenize(self._mtmd_ctx, chunks, ctypes.byref(input_text), array, len(bitmaps))
+            if rc != 0:
+                raise EngineError(f"could not tokenize the prompt with its images (mtmd error {rc})")
+            n_prompt = int(mtmd.mtmd_helper_get_n_tokens(chunks))
+            room = self.n_ctx - n_prompt
+            if room < 1:
+                raise RequestError(
+                    f"the question and image need {n_prompt} tokens, more than the model's context "
+                    f"of {self.n_ctx}; ask a shorter question"
+                )
+            max_tokens = min(request.max_tokens, room)
+            self._eval_prompt(chunks, timings)
+        finally:
+            if chunks is not None:
+                mtmd.mtmd_input_chunks_free(chunks)
+            for bitmap in bitmaps:
+                mtmd.mtmd_bitmap_free(bitmap)
+
+        prompt_done = time.perf_counter()
+        first_token: list[float] = []
+        stopped_early: list[bool] = []
+
+        def stop_criterion(input_ids: Any, logits: Any) -> bool:
+            if not first_token:
+                first_token.append(time.perf_counter())
+            if should_stop is not None and should_stop():
+                stopped_early.append(True)
+                return True
+            return False
+
+        import llama_cpp
+
+        try:
+            result = llama.create_completion(
+                prompt=llama.input_ids[: llama.n_tokens].tolist(),
+                max_tokens=max_tokens,
+                temperature=request.temperature,
+                seed=self.seed,
+                stream=False,
+                stopping_criteria=llama_cpp.StoppingCriteriaList([stop_criterion]),
+            )
+        except ValueError as exc:
+            raise EngineError(f"the model could not answer: {exc}") from exc
+        finished = time.perf_counter()
+        choice = result["choices"][0]
+        usage = result["usage"]
+        timings.generation_s = finished - prompt_done
+        timings.total_s = finished - started
+        timings.prompt_tokens = n_prompt
+        timings.completion_tokens = int(usage["completion_tokens"])
+        timings.first_token_s = (first_token[0] - started) if first_token else timings.total_s
+        finish = "cancelled" if stopped_early else (choice.get("finish_reason") or "stop")
+        return Answer(
+            text=choice["text"].strip(),
+            finish_reason=finish,
+            prompt_tokens=n_prompt,
+            completion_tokens=timings.completion_tokens,
+            timings=timings,
+        )
+
+    def _eval_prompt(self, chunks: Any, timings: StageTimings) -> None:
+        """Evaluate text and image chunks into a fresh KV cache, timing each stage."""
+        import llama_cpp
+
+        mtmd = self._mtmd
+        llama = self._llama
+        llama.reset()
+        llama._ctx.kv_cache_clear()
+        for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+            chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+            kind = mtmd.mtmd_input_chunk_get_type(chunk)
+            if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                n = ctypes.c_size_t()
+                ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+                tokens = [ptr[j] for j in range(n.value)]
+                t0 = time.perf_counter()
+                if tokens:
+                    llama.eval(tokens)
+                timings.prompt_eval_s += time.perf_counter() - t0
+            elif kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                t0 = time.perf_counter()
+                if mtmd.mtmd_encode_chunk(self._mtmd_ctx, chunk) != 0:
+                    raise EngineError("the image encoder failed on that image")
+                embd = mtmd.mtmd_get_output_embd(self._mtmd_ctx)
+                t1 = time.perf_counter()
+                new_n_past = llama_cpp.llama_pos(0)
+                rc = mtmd.mtmd_helper_decode_image_chunk(
+                    self._mtmd_ctx,
+                    llama._ctx.ctx,
+                    chunk,
+                    embd,
+                    llama_cpp.llama_pos(llama.n_tokens),
+                    llama_cpp.llama_seq_id(0),
+                    llama.n_batch,
+                    ctypes.byref(new_n_past),
+                    mtmd.mtmd_helper_post_decode_callback(),  # NULL: no callback
+                    None,
+                )
+                if rc != 0:
+                    raise EngineError(f"could not evaluate the image embeddings (error {rc})")
+                llama.n_tokens = new_n_past.value
+                timings.image_encode_s += t1 - t0
+                timings.prompt_eval_s += time.perf_counter() - t1
+            else:
+                raise EngineError("this engine handles images and text only")

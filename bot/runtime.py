@@ -1,0 +1,132 @@
+"""The model side of the bot, shared by the CLI and the Discord client.
+
+``Runtime`` owns the settings, the engine and the queue: it loads (and warms)
+the model before anything is accepted, prepares images in worker threads,
+builds requests with the configured caps, and closes everything in order.
+Nothing here imports discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.config import Settings
+from bot.engine.base import Answer, Engine, VisionRequest
+from bot.images import ImageLimits, PreparedImage, prepare_image
+from bot.queue import InferenceQueue, JobHandle
+
+if TYPE_CHECKING:
+    from bot.engine.llama_cpp import LlamaCppEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    path: Path
+    mmproj: Path
+    builtin: bool
+
+
+def resolve_model(settings: Settings) -> ModelFiles:
+    """The configured model pair, or the built-in tiny random one."""
+    if settings.model.path is not None and settings.model.mmproj is not None:
+        return ModelFiles(settings.model.path, settings.model.mmproj, builtin=False)
+    from bot.engine.tiny import TINY, ensure_model_pair
+
+    path, mmproj = ensure_model_pair(TINY)
+    log.warning(
+        "no model.path configured: using the built-in tiny random model, its answers are random text "
+        "(see README: 'Run it for real')"
+    )
+    return ModelFiles(path, mmproj, builtin=True)
+
+
+def build_engine(settings: Settings, files: ModelFiles | None = None) -> LlamaCppEngine:
+    from bot.engine.llama_cpp import LlamaCppEngine  # imports llama_cpp: only when a model is wanted
+
+    files = files or resolve_model(settings)
+    model = settings.model.model_copy(update={"path": files.path, "mmproj": files.mmproj})
+    return LlamaCppEngine.from_settings(model)
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    images = settings.images
+    return ImageLimits(
+        max_bytes=images.max_bytes,
+        max_pixels=images.max_pixels,
+        max_side=images.max_side,
+        jpeg_quality=images.jpeg_quality,
+    )
+
+
+class Runtime:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine if engine is not None else build_engine(settings)
+        self.limits = image_limits(settings)
+        self.queue = InferenceQueue(
+            self.engine,
+            max_size=settings.queue.max_size,
+            per_user=settings.queue.per_user,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        """Load and warm the model (in a thread), then start the consumer."""
+        if self._started:
+            return
+        await asyncio.to_thread(self.engine.load)
+        await self.queue.start()
+        self._started = True
+
+    async def close(self) -> None:
+        await self.queue.close()
+        await asyncio.to_thread(self.engine.close)
+        self._started = False
+
+    async def prepare(self, data: bytes) -> PreparedImage:
+        """Validate and shrink one image off the event loop (raises ImageError)."""
+        return await asyncio.to_thread(prepare_image, data, self.limits)
+
+    def request(
+        self,
+        images: Sequence[PreparedImage],
+        question: str | None,
+        *,
+        max_tokens: int | None = None,
+        history: Sequence[tuple[str, str]] = (),
+    ) -> VisionRequest:
+        gen = self.settings.generation
+        text = (question or "").strip() or gen.default_question
+        if len(text) > gen.max_question_chars:
+            text = text[: gen.max_question_chars].rstrip() + "…"
+        return VisionRequest(
+            images=tuple(image.data_uri for image in images),
+            question=text,
+            max_tokens=gen.clamp(max_tokens),
+            temperature=gen.temperature,
+            history=tuple(history),
+            system_prompt=gen.system_prompt,
+        )
+
+    def submit(self, request: VisionRequest, user_id: int | str | None = None) -> JobHandle:
+        return self.queue.submit(request, user_id=user_id)
+
+    async def ask(
+        self,
+        data: bytes,
+        question: str | None = None,
+        *,
+        max_tokens: int | None = None,
+        user_id: int | str | None = None,
+    ) -> Answer:
+        """Prepare, queue and answer one image question."""
+        prepared = await self.prepare(data)
+        handle = self.submit(self.request([prepared], question, max_tokens=max_tokens), user_id)
+        return await handle.result()
