@@ -264,7 +264,9 @@ class LlamaCppEngine:
         params = mtmd_cpp.mtmd_context_params_default()
         params.use_gpu = self.n_gpu_layers != 0
         params.print_timings = False
-        params.n_threads = self._llama.n_threads
+        # CLIP encoding is batch work: give it the batch thread count (all
+        # cores by default) rather than the generation count (half of them).
+        params.n_threads = self._llama.n_threads_batch
         ctx = mtmd_cpp.mtmd_init_from_file(str(self.mmproj_path).encode(), self._llama.model, params)
         if not ctx:
             self._llama.close()
