@@ -1,0 +1,408 @@
+"""Bytes in, a prepared image out: everything between an attachment and the model.
+
+:func:`prepare_image` takes the raw bytes of a file somebody sent and returns a
+:class:`PreparedImage`: an RGB JPEG no larger than ``max_side`` on its long
+side, as a ``data:`` URI ready for a llama-cpp-python chat message, together
+with what the source was and how long the work took.
+
+Everything here is pure and synchronous (no Discord, no asyncio); callers run
+it in a worker thread with :func:`asyncio.to_thread`.  Bad input of any kind
+raises :class:`ImageError`, whose text is short enough to show the user; it
+is the only exception type callers have to catch for bad input.
+
+What it takes care of:
+
+* the format is detected from the content, never from the file name, and only
+  an allow-list of plain raster formats is ever handed to a decoder (nothing
+  that would start Ghostscript or another external program);
+* the pixel count is checked from the header, before anything is decoded,
+  without touching Pillow's process-wide ``MAX_IMAGE_PIXELS``;
+* JPEGs are decoded straight at a reduced scale (``Image.draft``), which is
+  most of the speed: libjpeg does the first downscale while decoding;
+* EXIF orientation, the first frame of animations, transparency (composited
+  on white), CMYK, 16-bit and 1-bit images all end up as ordinary RGB.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import re
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageOps, features
+from PIL.JpegImagePlugin import JpegImageFile
+
+__all__ = [
+    "ImageError",
+    "ImageLimits",
+    "PreparedImage",
+    "check_declared_size",
+    "plain_prepare",
+    "prepare_image",
+]
+
+log = logging.getLogger(__name__)
+
+_MB = 1024 * 1024
+_WHITE = (255, 255, 255)
+
+# User-facing messages (str(ImageError)).
+MSG_EMPTY = "that file is empty"
+MSG_NOT_IMAGE = "that file is not an image"
+MSG_DAMAGED = "that image file is damaged or incomplete"
+MSG_UNREADABLE = "could not read that image"
+_PLEASE_SEND = "please send JPEG, PNG, WebP or GIF"
+
+# Formats handed to Pillow.  All are plain raster formats decoded in-process;
+# MPO (camera multi-picture JPEGs) comes in through the JPEG opener.  AVIF is
+# added only when this Pillow build has libavif.
+_ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+if features.check("avif"):
+    _ALLOWED_FORMATS += ("AVIF",)
+
+_HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"heif"}
+)
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+class ImageError(Exception):
+    """Bad input.  ``str(exc)`` is a short message fit to show a user,
+    e.g. ``"that file is not an image"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    """How much work one image may cost, and what comes out."""
+
+    max_bytes: int = 25 * _MB  # file size
+    max_pixels: int = 40_000_000  # width*height of the source, from the header
+    max_side: int = 1344  # long side of the prepared image (downscale only)
+    jpeg_quality: int = 90
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        if self.max_pixels < 1:
+            raise ValueError("max_pixels must be at least 1")
+        if self.max_side < 1:
+            raise ValueError("max_side must be at least 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be between 1 and 100")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """One image ready for the model, and what it was made from."""
+
+    data_uri: str  # "data:image/jpeg;base64,..."
+    width: int  # prepared size
+    height: int
+    source_format: str  # "JPEG", "PNG", "WEBP", "GIF", "MPO", ...
+    source_width: int
+    source_height: int
+    source_bytes: int
+    frames: int  # frames in the source (1 for still images)
+    digest: str  # sha256 hex of the prepared JPEG bytes
+    prepare_ms: float
+
+
+_DEFAULT_LIMITS = ImageLimits()
+
+
+# --------------------------------------------------------------------------
+# Messages
+
+
+def _fmt_tenths(tenths: int) -> str:
+    """``312`` -> ``"31.2"``, ``250`` -> ``"25"``."""
+    whole, frac = divmod(tenths, 10)
+    return f"{whole}" if frac == 0 else f"{whole}.{frac}"
+
+
+def _size_text(value: int, unit: int, *, round_up: bool) -> str:
+    # Integer arithmetic; the measured size is rounded up so that anything
+    # over a round limit never reads as equal to it ("25 MB, the limit is 25").
+    if round_up:
+        tenths = -(-value * 10 // unit)
+    else:
+        tenths = (value * 10 + unit // 2) // unit
+    return _fmt_tenths(tenths)
+
+
+def _too_many_bytes(size: int, limits: ImageLimits) -> ImageError:
+    return ImageError(
+        f"file is {_size_text(size, _MB, round_up=True)} MB, "
+        f"the limit is {_size_text(limits.max_bytes, _MB, round_up=False)} MB"
+    )
+
+
+def _too_many_pixels(pixels: int, limit: int) -> ImageError:
+    return ImageError(
+        f"image is {_size_text(pixels, 1_000_000, round_up=True)} MP, "
+        f"the limit is {_size_text(limit, 1_000_000, round_up=False)} MP"
+    )
+
+
+def _unsupported(name: str) -> ImageError:
+    return ImageError(f"{name} images are not supported here, {_PLEASE_SEND}")
+
+
+def _bomb_error(exc: Image.DecompressionBombError, limits: ImageLimits) -> ImageError:
+    """Pillow refused the size itself (its own limit is twice MAX_IMAGE_PIXELS)."""
+    limit = limits.max_pixels
+    if Image.MAX_IMAGE_PIXELS:
+        limit = min(limit, 2 * int(Image.MAX_IMAGE_PIXELS))
+    match = _BOMB_PIXELS.search(str(exc))
+    if match is None:
+        return ImageError(
+            f"image is too large, the limit is "
+            f"{_size_text(limit, 1_000_000, round_up=False)} MP"
+        )
+    return _too_many_pixels(int(match.group(1)), limit)
+
+
+# --------------------------------------------------------------------------
+# Content sniffing (only what Pillow is not asked about, or cannot tell us)
+
+
+def _ftyp_brands(data: bytes) -> set[bytes]:
+    """Major and compatible brands of an ISO-BMFF ``ftyp`` box, or empty."""
+    if len(data) < 12 or data[4:8] != b"ftyp":
+        return set()
+    (box_size,) = struct.unpack(">I", data[:4])
+    box_size = min(max(box_size, 16), len(data), 4096)
+    brands = {data[8:12]}
+    brands.update(data[i : i + 4] for i in range(16, box_size - 3, 4))
+    return brands
+
+
+def _refuse_known_unsupported(data: bytes) -> None:
+    """Refuse image formats we recognise but do not take, with a helpful message.
+
+    Done before Pillow sees the bytes: HEIC shares its container with AVIF
+    (Pillow's AVIF opener would try it and fail obscurely), and formats like
+    PostScript must never reach a decoder at all.
+    """
+    head = data[:64]
+    brands = _ftyp_brands(head)
+    if brands:
+        avif = bool(brands & _AVIF_BRANDS)
+        if (avif and "AVIF" not in _ALLOWED_FORMATS) or (
+            not avif and brands & (_HEIF_BRANDS | {b"mif1", b"msf1"})
+        ):
+            raise _unsupported("HEIC/AVIF")
+        return
+    if head.startswith(b"8BPS"):
+        raise _unsupported("Photoshop (PSD)")
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        raise _unsupported("JPEG XL")
+    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
+        raise _unsupported("JPEG 2000")
+    if head.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        raise _unsupported("PostScript")
+    text_head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text_head.startswith((b"<svg", b"<?xml")) and b"<svg" in text_head:
+        raise _unsupported("SVG")
+
+
+def _looks_like_allowed_image(data: bytes) -> bool:
+    """Whether the magic says "one of our formats" (so a failure means damage)."""
+    head = data[:32]
+    if head.startswith(
+        (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+    ) or head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    if head[:2] == b"BM" and len(head) >= 18:
+        return struct.unpack("<I", head[14:18])[0] in _BMP_HEADER_SIZES
+    return bool(_ftyp_brands(head) & _AVIF_BRANDS) and "AVIF" in _ALLOWED_FORMATS
+
+
+# --------------------------------------------------------------------------
+# Pixels
+
+
+def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Size with the long side capped at ``max_side``, aspect kept, never larger."""
+    long_side = max(width, height)
+    if long_side <= max_side:
+        return width, height
+    scale = max_side / long_side
+    if width >= height:
+        return max_side, max(1, round(height * scale))
+    return max(1, round(width * scale)), max_side
+
+
+def _to_eight_bit(im: Image.Image) -> Image.Image:
+    """16/32-bit integer and float grey -> "L", scaled rather than clipped.
+
+    Pillow's own conversion clips (a mid-grey 16-bit PNG turns white).
+    """
+    if im.mode.startswith("I;16"):
+        return im.convert("I").point(lambda v: v * (1 / 257)).convert("L")
+    low, high = im.getextrema()
+    if im.mode == "F":
+        if low >= 0 and high <= 1.0:
+            return im.point(lambda v: v * 255).convert("L")
+    elif 0 <= low and high <= 255:
+        return im.convert("L")
+    elif 0 <= low and high <= 65535:
+        return im.point(lambda v: v * (1 / 257)).convert("L")
+    if high <= low:  # flat image of odd values
+        return Image.new("L", im.size, 128)
+    # Anything else (negative, floats outside 0..1): stretch to the full range.
+    scale = 255 / (high - low)
+    return im.point(lambda v: (v - low) * scale).convert("L")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any mode -> "RGB"; transparency is composited onto white."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _to_eight_bit(im)  # 16-bit tRNS values are meaningless after this
+    elif im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        "transparency" in im.info and im.mode in ("P", "L", "RGB", "1")
+    ):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        background.alpha_composite(rgba)
+        return background.convert("RGB")
+    if im.mode == "RGB":
+        return im
+    if im.mode == "LAB":  # CIELab TIFFs: Pillow's convert() would copy channels raw
+        from PIL import ImageCms
+
+        lab_to_srgb = ImageCms.buildTransform(
+            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+        )
+        return ImageCms.applyTransform(im, lab_to_srgb)
+    return im.convert("RGB")
+
+
+# --------------------------------------------------------------------------
+# Public API
+
+
+def check_declared_size(size: int | None, limits: ImageLimits = _DEFAULT_LIMITS) -> None:
+    """Raise :class:`ImageError` before download when an attachment's declared
+    size is over the limit (or zero).  ``None`` means unknown and passes."""
+    if size is None:
+        return
+    if size <= 0:
+        raise ImageError(MSG_EMPTY)
+    if size > limits.max_bytes:
+        raise _too_many_bytes(size, limits)
+
+
+def prepare_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> PreparedImage:
+    """Decode, check and shrink one image; see the module docstring.
+
+    Raises :class:`ImageError` (and nothing else) for any bad input.
+    """
+    started = time.perf_counter()
+    source_bytes = len(data)
+    if source_bytes == 0:
+        raise ImageError(MSG_EMPTY)
+    if source_bytes > limits.max_bytes:
+        raise _too_many_bytes(source_bytes, limits)
+    _refuse_known_unsupported(data)
+
+    try:
+        try:
+            im = Image.open(io.BytesIO(data), formats=_ALLOWED_FORMATS)
+        except Image.DecompressionBombError:
+            raise
+        except Exception as exc:
+            # UnidentifiedImageError, or an opener that accepted the first
+            # bytes and then choked on the header (e.g. text starting "BM").
+            if _looks_like_allowed_image(data):
+                raise ImageError(MSG_DAMAGED) from exc
+            raise ImageError(MSG_NOT_IMAGE) from exc
+        with im:
+            source_format = im.format or "unknown"
+            source_width, source_height = im.size
+            pixels = source_width * source_height
+            if pixels > limits.max_pixels:
+                raise _too_many_pixels(pixels, limits.max_pixels)
+            frames, rgb = _decode(im, limits.max_side)
+            # Saved inside the block: ``rgb`` may be ``im`` itself, which
+            # cannot be used once closed.
+            out = io.BytesIO()
+            rgb.save(out, "JPEG", quality=limits.jpeg_quality)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(exc, limits) from exc
+    except (OSError, SyntaxError, EOFError, struct.error, zlib.error) as exc:
+        # Truncated data, broken chunks, bad checksums, decoder errors.
+        raise ImageError(MSG_DAMAGED) from exc
+    except Exception as exc:  # anything else Pillow may throw at odd files
+        raise ImageError(MSG_UNREADABLE) from exc
+
+    jpeg = out.getvalue()
+    prepared = PreparedImage(
+        data_uri="data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"),
+        width=rgb.width,
+        height=rgb.height,
+        source_format=source_format,
+        source_width=source_width,
+        source_height=source_height,
+        source_bytes=source_bytes,
+        frames=frames,
+        digest=hashlib.sha256(jpeg).hexdigest(),
+        prepare_ms=(time.perf_counter() - started) * 1000,
+    )
+    log.debug(
+        "prepared %s %dx%d (%d bytes, %d frame(s)) -> JPEG %dx%d (%d bytes) in %.1f ms",
+        source_format,
+        source_width,
+        source_height,
+        source_bytes,
+        frames,
+        prepared.width,
+        prepared.height,
+        len(jpeg),
+        prepared.prepare_ms,
+    )
+    return prepared
+
+
+def _decode(im: ImageFile.ImageFile, max_side: int) -> tuple[int, Image.Image]:
+    """Frame count, and the first frame as RGB with its long side <= max_side."""
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    if im.tell() != 0:
+        im.seek(0)
+    if isinstance(im, JpegImageFile):  # also MPO
+        target = _fit(im.width, im.height, max_side)
+        if target != im.size:
+            # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below target.
+            im.draft("RGB", target)
+    im.load()
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+    except Exception:  # a broken EXIF block should not cost the picture
+        log.debug("ignoring unreadable EXIF orientation", exc_info=True)
+    rgb = _to_rgb(im)
+    target = _fit(rgb.width, rgb.height, max_side)
+    if target != rgb.size:
+        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return frames, rgb
+
+
+def plain_prepare(data: bytes, max_side: int) -> bytes:
+    """The naive way, for benchmarks only: full decode, convert, thumbnail, save."""
+    with Image.open(io.BytesIO(data)) as im:
+        rgb = im.convert("RGB")
+    rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=90)
+    return out.getvalue()
