@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     images: ImageSettings = ImageSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where generated models (the built-in tiny pair) are kept; None means
+    # $XDG_CACHE_HOME/llava-bot or ~/.cache/llava-bot.
+    cache_dir: Path | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -39,7 +39,7 @@ def resolve_model(settings: Settings) -> ModelFiles:
         return ModelFiles(settings.model.path, settings.model.mmproj, builtin=False)
     from bot.engine.tiny import TINY, ensure_model_pair
 
-    path, mmproj = ensure_model_pair(TINY)
+    path, mmproj = ensure_model_pair(TINY, settings.cache_dir)
     log.warning(
         "no model.path configured: using the built-in tiny random model, its answers are random text "
         "(see README: 'Run it for real')"

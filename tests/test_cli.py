@@ -1,0 +1,109 @@
+"""`llava-bot ask` and `doctor` end to end, in subprocesses, on the tiny model."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+EXAMPLE = ROOT / "bot" / "assets" / "example.jpg"
+FOOTER = re.compile(
+    r"^-# ⏱ queue \d+\.\d\d s · image \d+\.\d\d s · prompt \d+\.\d\d s · "
+    r"\d+ tok @ \d+\.\d tok/s · total \d+\.\d\d s$"
+)
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd or ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def test_ask_prints_the_answer_then_the_footer() -> None:
+    done = run("ask", str(EXAMPLE), "What is in the picture?", "--max-tokens", "12")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.rstrip("\n").split("\n")
+    assert len(lines) == 2
+    assert lines[0].strip()
+    assert FOOTER.match(lines[1]), lines[1]
+    assert int(re.search(r"(\d+) tok @", lines[1]).group(1)) <= 12 + 4
+    assert "built-in tiny random model" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: (d / "notes.txt", b"just some text\n"), "notes.txt: that file is not an image"),
+        (lambda d: (d / "photo.jpg", b"%PDF-1.7\n%\xe2\xe3\n1 0 obj"), "photo.jpg: that file is not an image"),
+        (lambda d: (d / "empty.png", b""), "empty.png: that file is empty"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, make, message: str) -> None:
+    path, data = make(tmp_path)
+    path.write_bytes(data)
+    done = run("ask", str(path))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"llava-bot: {message}"
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_missing_image_and_bad_setting_exit_2(tmp_path: Path) -> None:
+    done = run("ask", str(tmp_path / "nope.jpg"))
+    assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
+    done = run("ask", str(EXAMPLE), env={"LLAVA_BOT_GENERATION__TEMPERATURE": "hot"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "llava-bot: config error: generation.temperature: Input should be a valid number, "
+        "unable to parse string as a number (got 'hot')"
+    )
+
+
+def test_broken_model_file_exits_1(tmp_path: Path, tiny_pair) -> None:
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 100)
+    done = run("ask", str(EXAMPLE), "--model", str(bogus), "--mmproj", str(tiny_pair[1]))
+    assert done.returncode == 1
+    assert "could not load the text model" in done.stderr.splitlines()[-1]
+
+
+def test_ask_with_explicit_model_files_quantized_by_llama_cpp(tmp_path: Path, tiny_pair) -> None:
+    """--model/--mmproj on a pair this project did not write: llama.cpp's own quantizer wrote the text model."""
+    import llama_cpp
+
+    quantized = tmp_path / "llava-q8_0.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    rc = llama_cpp.llama_model_quantize(str(tiny_pair[0]).encode(), str(quantized).encode(), params)
+    assert rc == 0 and quantized.stat().st_size > 0
+    done = run("ask", str(EXAMPLE), "--model", str(quantized), "--mmproj", str(tiny_pair[1]), "--max-tokens", "8")
+    assert done.returncode == 0, done.stderr
+    answer, footer = done.stdout.rstrip("\n").split("\n")
+    assert answer.strip() and FOOTER.match(footer)
+    assert "built-in tiny random model" not in done.stderr
+
+
+def test_doctor_reports_where_clip_ran() -> None:
+    import llama_cpp
+
+    done = run("doctor")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"llama-cpp-python\s+\d+\.\d+\.\d+", out)
+    assert re.search(r"CLIP ran on\s+(CPU|CUDA\d+|\S+)", out)
+    assert re.search(r"text model ran on\s+\S+", out)
+    assert "warm-up question" in out and "tok/s" in out
+    if not llama_cpp.llama_supports_gpu_offload():
+        assert "GPU offload in build   no" in out
+        assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in out
