@@ -162,6 +162,41 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- run ------------------------------------------------------------------------
+
+
+async def _run(settings: Settings, token: str, sync: bool) -> None:
+    from bot.client import LlavaBot, point_at
+    from bot.runtime import Runtime
+
+    point_at(settings.discord.api_base, settings.discord.gateway_url)
+    runtime = Runtime(settings)
+    await runtime.start()  # load and warm the model before connecting
+    info = runtime.engine.info
+    log.info("model ready: %s (%s), text on %s, CLIP on %s", info.model, info.chat_format, info.text_backend, info.clip_backend)
+    try:
+        bot = LlavaBot(settings, runtime, sync_commands=sync or settings.discord.sync_commands)
+        async with bot:
+            await bot.start(token)
+    finally:
+        await runtime.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _setup_logging(settings.log_level, args.verbose)
+    if settings.discord.token is None:
+        raise BadInput("no Discord bot token: set the DISCORD_TOKEN environment variable (see README)")
+    import discord
+
+    token = settings.discord.token.get_secret_value()
+    try:
+        asyncio.run(_run(settings, token, args.sync))
+    except discord.LoginFailure as exc:
+        raise BadInput(f"Discord refused the token: {exc}") from None
+    return EXIT_OK
+
+
 # -- entry point ----------------------------------------------------------------
 
 
@@ -183,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-tokens", type=int, metavar="N", help="answer cap (bounded by generation.max_tokens_limit)")
     common(ask)
     ask.set_defaults(func=cmd_ask)
+
+    run = sub.add_parser("run", help="load the model, then connect to Discord and answer")
+    run.add_argument("--sync", action="store_true", help="register the slash commands with Discord at start-up")
+    common(run)
+    run.set_defaults(func=cmd_run)
 
     doctor = sub.add_parser("doctor", help="check the build, the GPU, the model files and where CLIP runs")
     common(doctor)

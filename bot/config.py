@@ -12,13 +12,14 @@ start-up with :class:`ConfigError`, whose message names the key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "LLAVA_BOT_"
@@ -113,11 +114,55 @@ class QueueSettings(_Section):
     per_user: int = Field(2, ge=1)
 
 
+DISCORD_CDN_HOSTS = ["cdn.discordapp.com", "media.discordapp.net"]
+
+
 class ImageSettings(_Section):
     max_bytes: int = Field(25 * 1024 * 1024, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
     max_side: int = Field(1344, ge=16)
     jpeg_quality: int = Field(90, ge=10, le=100)
+    # Hosts attachments may be downloaded from ("host" or "host:port"); nothing else is fetched.
+    allowed_hosts: list[str] = Field(default_factory=lambda: list(DISCORD_CDN_HOSTS))
+    download_timeout_s: float = Field(30.0, gt=0)
+
+
+class DiscordSettings(_Section):
+    # From DISCORD_TOKEN or LLAVA_BOT_DISCORD__TOKEN only, never from a file.
+    token: SecretStr | None = None
+    api_base: str = "https://discord.com/api/v10"
+    # None: Discord's own gateway.
+    gateway_url: str | None = None
+    allowed_channels: list[int] = Field(default_factory=list)
+    allowed_roles: list[int] = Field(default_factory=list)
+    dm: bool = True
+    # Users (besides the application's owner) who may run admin commands.
+    admin_users: list[int] = Field(default_factory=list)
+    admin_roles: list[int] = Field(default_factory=list)
+    # Images answered per message; more are skipped with a note.
+    max_images: int = Field(4, ge=1, le=10)
+    # How many earlier answers a reply-chain follow-up walks back through.
+    reply_chain_depth: int = Field(6, ge=0, le=25)
+    # Sync the slash commands with Discord at start-up (also: `llava-bot run --sync`).
+    sync_commands: bool = False
+
+    @field_validator("api_base", "gateway_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^(https?|wss?)://[^/\s]+", value):
+            raise ValueError(f"not a URL: {value!r}")
+        return value.rstrip("/")
+
+
+class ModerationSettings(_Section):
+    # Every image posted in these channels gets a caption (alt text).
+    caption_channels: list[int] = Field(default_factory=list)
+    # Post captions here (with a link to the image) instead of replying in place.
+    log_channel: int | None = None
+    caption_prompt: str = "Write one short sentence of alt text for this image."
+    caption_max_tokens: int = Field(60, ge=1)
 
 
 _file_data: ContextVar[dict[str, Any]] = ContextVar("llava_bot_file_data", default={})
@@ -145,6 +190,8 @@ class Settings(BaseSettings):
     generation: GenerationSettings = GenerationSettings()
     queue: QueueSettings = QueueSettings()
     images: ImageSettings = ImageSettings()
+    discord: DiscordSettings = DiscordSettings()
+    moderation: ModerationSettings = ModerationSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where generated models (the built-in tiny pair) are kept; None means
     # $XDG_CACHE_HOME/llava-bot or ~/.cache/llava-bot.
@@ -217,10 +264,18 @@ def load_settings(
             raise ConfigError(f"config error: config file not found: {file}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config error: {file} is not valid TOML: {exc}") from None
+    if isinstance(data.get("discord"), dict) and "token" in data["discord"]:
+        raise ConfigError(
+            "config error: discord.token must not be in a file; set the DISCORD_TOKEN environment variable"
+        )
     _check_env(os.environ)
+    overrides = dict(overrides or {})
+    env_token = os.environ.get("DISCORD_TOKEN")
+    if env_token and not os.environ.get(f"{ENV_PREFIX}DISCORD__TOKEN"):
+        overrides["discord"] = {**overrides.get("discord", {}), "token": env_token}
     token = _file_data.set(data)
     try:
-        return Settings(**(overrides or {}))
+        return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
     finally:

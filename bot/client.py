@@ -1,0 +1,133 @@
+"""LlavaBot: the discord.py client, wired to an already started Runtime.
+
+The model is loaded and warmed before the bot connects (see ``cli.run``);
+the cogs are loaded by dotted name in ``setup_hook``, and one that fails to
+load is logged and skipped.  Every message the bot sends allows no mentions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS: tuple[str, ...] = ("cogs.ask", "cogs.commands", "cogs.moderation", "cogs.admin")
+
+USER_ERROR = "⚠️ Something went wrong on my side, sorry; please try again."
+
+
+def point_at(api_base: str, gateway_url: str | None) -> None:
+    """Send REST calls to ``api_base`` and connect to ``gateway_url``.
+
+    discord.py keeps both as class attributes, so this is process-wide: one
+    bot per process.
+    """
+    discord.http.Route.BASE = api_base
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class LlavaBot(commands.Bot):
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        *,
+        extensions: Sequence[str] = EXTENSIONS,
+        sync_commands: bool = False,
+        **options: object,
+    ) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: enable it in the developer portal
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+            **options,
+        )
+        self.settings = settings
+        self.runtime = runtime
+        self.initial_extensions = tuple(extensions)
+        self.sync_on_start = sync_commands
+        self.started_at = time.monotonic()
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The client session attachments are downloaded with."""
+        if self._session is None:
+            raise RuntimeError("LlavaBot.setup_hook has not run")
+        return self._session
+
+    async def setup_hook(self) -> None:
+        self._session = aiohttp.ClientSession(headers={"User-Agent": "llava-bot"})
+        for name in self.initial_extensions:
+            try:
+                await self.load_extension(name)
+            except Exception:
+                log.exception("could not load extension %s; going on without it", name)
+        self.tree.on_error = self.on_app_command_error
+        if self.sync_on_start:
+            synced = await self.tree.sync()
+            log.info("synced %d application commands", len(synced))
+
+    async def close(self) -> None:
+        await super().close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("connected as %s (%s) to %d guild(s)", self.user, self.user.id, len(self.guilds))
+
+    # -- who may do what ---------------------------------------------------------
+
+    async def is_admin(self, user: discord.abc.User) -> bool:
+        cfg = self.settings.discord
+        if user.id in cfg.admin_users or await self.is_owner(user):
+            return True
+        if cfg.admin_roles and isinstance(user, discord.Member):
+            return bool({r.id for r in user.roles} & set(cfg.admin_roles))
+        return False
+
+    # -- the one error handler -------------------------------------------------------
+
+    async def on_error(self, event_method: str, /, *args: object, **kwargs: object) -> None:
+        log.exception("unhandled error in %s", event_method)
+
+    async def on_command_error(self, ctx: commands.Context[LlavaBot], error: commands.CommandError) -> None:
+        if isinstance(error, commands.CommandNotFound):
+            return
+        if isinstance(error, commands.CheckFailure):
+            await ctx.reply("⚠️ Only the bot's owner or admins can do that.", mention_author=False)
+            return
+        log.error("command %s failed", ctx.command, exc_info=error)
+        await ctx.reply(USER_ERROR, mention_author=False)
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        if isinstance(error, app_commands.CheckFailure):
+            text = "⚠️ Only the bot's owner or admins can do that."
+        else:
+            log.error("app command %s failed", interaction.command and interaction.command.name, exc_info=error)
+            text = USER_ERROR
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the user about the error")

@@ -1,0 +1,72 @@
+"""/status for everyone; command sync for the owner and admins."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.common import NO_MENTIONS
+
+if TYPE_CHECKING:
+    from bot.client import LlavaBot
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s"
+
+
+def _secs(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f} s"
+
+
+def status_text(bot: LlavaBot) -> str:
+    info = bot.runtime.engine.info
+    stats = bot.runtime.queue.stats()
+    return "\n".join(
+        [
+            "**llava-bot status**",
+            f"model: `{info.model}` ({info.chat_format})",
+            f"text model on: {info.text_backend} · CLIP on: {info.clip_backend}",
+            f"queue: {stats.depth} waiting · {stats.busy} running · {stats.served} served · "
+            f"{stats.failed} failed · {stats.refused} refused",
+            f"latency (last {len(bot.runtime.queue.latencies)}): p50 {_secs(stats.p50_s)} · p95 {_secs(stats.p95_s)}",
+            f"uptime: {_duration(time.monotonic() - bot.started_at)}",
+        ]
+    )
+
+
+class Admin(commands.Cog):
+    """Status and administration."""
+
+    def __init__(self, bot: LlavaBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="status", description="Model, queue and latency of this bot")
+    async def status(self, interaction: discord.Interaction) -> None:
+        """Show the model, where it runs, the queue and recent latency."""
+        await interaction.response.send_message(status_text(self.bot), allowed_mentions=NO_MENTIONS)
+
+    async def cog_check(self, ctx: commands.Context[LlavaBot]) -> bool:  # text commands below
+        return await self.bot.is_admin(ctx.author)
+
+    @commands.command(name="sync")
+    async def sync(self, ctx: commands.Context[LlavaBot]) -> None:
+        """Register the slash commands with Discord (owner and admins only): `@bot sync`."""
+        synced = await self.bot.tree.sync()
+        await ctx.reply(f"Synced {len(synced)} application commands.", mention_author=False)
+
+
+async def setup(bot: LlavaBot) -> None:
+    await bot.add_cog(Admin(bot))

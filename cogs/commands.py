@@ -1,0 +1,118 @@
+"""Slash commands /ask and /caption, and the "Describe image" message menu.
+
+Each defers at once (Discord wants a first response within 3 s) and answers
+in a follow-up.  The commands are built when the cog loads, so that
+``/ask max_tokens`` is bounded by this server's ``generation.max_tokens_limit``.
+(No ``from __future__ import annotations`` here: discord.py reads the option
+types from the annotations, and the Range bound is a run-time value.)
+"""
+
+import logging
+from typing import TYPE_CHECKING, Optional
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.common import (
+    ImageSource,
+    InteractionReplier,
+    answer_job,
+    friendly,
+    refusal_for_place,
+    split_attachments,
+)
+
+if TYPE_CHECKING:
+    from bot.client import LlavaBot
+
+log = logging.getLogger(__name__)
+
+
+class Commands(commands.Cog):
+    """Slash commands and the message context menu."""
+
+    def __init__(self, bot: "LlavaBot") -> None:
+        self.bot = bot
+        self._app_commands = [self._make_ask(), self._make_caption(), self._make_describe()]
+
+    async def cog_load(self) -> None:
+        for command in self._app_commands:
+            self.bot.tree.add_command(command, override=True)
+
+    async def cog_unload(self) -> None:
+        for command in self._app_commands:
+            self.bot.tree.remove_command(command.name, type=command.type)
+
+    async def _start(self, interaction: discord.Interaction) -> bool:
+        """Refuse (ephemerally) where the bot does not answer; else defer at once."""
+        refusal = refusal_for_place(self.bot, interaction.channel, interaction.user)
+        if refusal is not None:
+            await interaction.response.send_message(friendly(refusal), ephemeral=True)
+            return False
+        await interaction.response.defer(thinking=True)
+        return True
+
+    async def _answer(
+        self,
+        interaction: discord.Interaction,
+        source: ImageSource,
+        question: str,
+        max_tokens: Optional[int],
+    ) -> None:
+        await answer_job(
+            self.bot,
+            InteractionReplier(interaction),
+            source,
+            question,
+            user_id=interaction.user.id,
+            max_tokens=max_tokens,
+        )
+
+    def _make_ask(self) -> app_commands.Command:
+        limit = self.bot.settings.generation.max_tokens_limit
+
+        @app_commands.command(name="ask", description="Ask a question about an image")
+        @app_commands.describe(
+            image="The picture to ask about",
+            question="What you want to know about it",
+            max_tokens=f"Longest answer in tokens (1-{limit})",
+        )
+        async def ask(
+            interaction: discord.Interaction,
+            image: discord.Attachment,
+            question: app_commands.Range[str, 1, 2000],
+            max_tokens: Optional[app_commands.Range[int, 1, limit]] = None,
+        ) -> None:
+            """Ask a question about an image."""
+            if await self._start(interaction):
+                await self._answer(interaction, ImageSource.of(image), question, max_tokens)
+
+        return ask
+
+    def _make_caption(self) -> app_commands.Command:
+        @app_commands.command(name="caption", description="Write short alt text for an image")
+        @app_commands.describe(image="The picture to caption")
+        async def caption(interaction: discord.Interaction, image: discord.Attachment) -> None:
+            """Write a short alt-text caption for an image."""
+            if await self._start(interaction):
+                mod = self.bot.settings.moderation
+                await self._answer(interaction, ImageSource.of(image), mod.caption_prompt, mod.caption_max_tokens)
+
+        return caption
+
+    def _make_describe(self) -> app_commands.ContextMenu:
+        async def describe(interaction: discord.Interaction, message: discord.Message) -> None:
+            """Describe the (first) image of a message."""
+            sources, _ = split_attachments(message.attachments)
+            if not sources:
+                await interaction.response.send_message(friendly("that message has no image"), ephemeral=True)
+                return
+            if await self._start(interaction):
+                await self._answer(interaction, sources[0], self.bot.settings.generation.default_question, None)
+
+        return app_commands.ContextMenu(name="Describe image", callback=describe)
+
+
+async def setup(bot: "LlavaBot") -> None:
+    await bot.add_cog(Commands(bot))
