@@ -28,3 +28,23 @@ def test_render_puts_the_footer_in_small_text_under_the_answer() -> None:
 def test_cut_and_empty_answers_are_marked() -> None:
     assert render(Answer("", "stop", 1, 0)).startswith(EMPTY_ANSWER)
     assert render(Answer("Once upon", "length", 1, 2)).split("\n")[0] == "Once upon" + CUT_MARK
+
+
+def test_long_answers_split_on_whole_words_with_the_footer_last() -> None:
+    from bot.reply import render_parts, split_text
+
+    words = " ".join(f"word{i}" for i in range(1500))
+    answer = Answer(words, "stop", 1, 1500, StageTimings(total_s=1.0, generation_s=1.0, completion_tokens=1500))
+    parts = render_parts(answer)
+    assert len(parts) >= 4 and all(len(p) <= 2000 for p in parts)
+    assert " ".join(p for p in parts[:-1]) + " " + parts[-1].split("\n")[0] == words
+    assert parts[-1].split("\n")[-1].startswith("-# ⏱")
+    assert split_text("a" * 1500 + "\n" + "b c" * 400)[0] == "a" * 1500
+    assert [len(p) for p in split_text("x" * 4500)] == [2000, 2000, 500]
+
+
+def test_answer_text_is_recovered_from_a_posted_reply() -> None:
+    from bot.reply import answer_from_message
+
+    answer = Answer("A cat.", "length", 1, 2, StageTimings(total_s=0.1))
+    assert answer_from_message(render(answer)) == "A cat."
