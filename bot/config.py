@@ -57,6 +57,9 @@ class ModelSettings(_Section):
     n_batch: int = Field(512, ge=32)
     seed: int = 0
     warmup: bool = True
+    # Keep the last conversation's prefix (system prompt + image + turns) in the
+    # KV cache and reuse it when the next question has the same image.
+    prefix_cache: bool = True
 
     @field_validator("path", "mmproj")
     @classmethod

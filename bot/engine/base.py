@@ -46,6 +46,8 @@ class StageTimings:
     queue_wait_s: float = 0.0
     #: from the engine starting the job to the first generated token
     first_token_s: float = 0.0
+    #: prompt positions reused from the previous call's KV cache (not evaluated again)
+    cached_tokens: int = 0
 
     @property
     def tokens_per_s(self) -> float:

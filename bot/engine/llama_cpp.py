@@ -171,6 +171,7 @@ class LlamaCppEngine:
         n_batch: int = 512,
         seed: int = 0,
         warmup: bool = True,
+        prefix_cache: bool = True,
         name: str = "local",
     ) -> None:
         if chat_format not in HANDLERS:
@@ -184,6 +185,8 @@ class LlamaCppEngine:
         self.n_batch = n_batch
         self.seed = seed
         self.warmup_enabled = warmup
+        self.prefix_cache = prefix_cache
+        self._kv: list[_Span] = []
         self.name = name
         self._llama: Any = None
         self._mtmd: Any = None
@@ -208,6 +211,7 @@ class LlamaCppEngine:
             n_batch=model.n_batch,
             seed=model.seed,
             warmup=model.warmup,
+            prefix_cache=model.prefix_cache,
             name=name,
         )
 
@@ -407,7 +411,12 @@ class LlamaCppEngine:
                 stopping_criteria=llama_cpp.StoppingCriteriaList([stop_criterion]),
             )
         except ValueError as exc:
+            self._kv = []
             raise EngineError(f"the model could not answer: {exc}") from exc
+        except BaseException:
+            self._kv = []
+            raise
+        self._remember_answer()
         finished = time.perf_counter()
         choice = result["choices"][0]
         usage = result["usage"]
@@ -426,47 +435,132 @@ class LlamaCppEngine:
         )
 
     def _eval_prompt(self, chunks: Any, timings: StageTimings) -> None:
-        """Evaluate text and image chunks into a fresh KV cache, timing each stage."""
-        import llama_cpp
+        """Evaluate text and image chunks, timing each stage.
 
+        With ``prefix_cache`` on, the leading chunks that the KV cache already
+        holds from the previous call (same system text, same image by content
+        hash, same tokens, including the previous answer) are kept and not
+        evaluated again: a follow-up about the same image skips CLIP and the
+        image's prompt evaluation entirely.
+        """
         mtmd = self._mtmd
         llama = self._llama
-        llama.reset()
-        llama._ctx.kv_cache_clear()
+        cached = self._kv if self.prefix_cache else []
+        self._kv = []  # until this evaluation has succeeded
+        new: list[_Span] = []
+        pos = 0
+        diverged = False
+        evaluated = False
         for i in range(mtmd.mtmd_input_chunks_size(chunks)):
             chunk = mtmd.mtmd_input_chunks_get(chunks, i)
             kind = mtmd.mtmd_input_chunk_get_type(chunk)
             if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
                 n = ctypes.c_size_t()
                 ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
-                tokens = [ptr[j] for j in range(n.value)]
-                t0 = time.perf_counter()
-                if tokens:
-                    llama.eval(tokens)
-                timings.prompt_eval_s += time.perf_counter() - t0
+                tokens = tuple(ptr[j] for j in range(n.value))
+                keep = 0
+                if not diverged and i < len(cached) and cached[i].kind == "text":
+                    keep = _common_prefix(tokens, cached[i].key)
+                if keep < len(tokens):
+                    if not diverged:
+                        self._truncate(pos + keep)
+                        diverged = True
+                    t0 = time.perf_counter()
+                    llama.eval(list(tokens[keep:]))
+                    timings.prompt_eval_s += time.perf_counter() - t0
+                    evaluated = True
+                timings.cached_tokens += keep
+                new.append(_Span("text", tokens, pos, pos + len(tokens)))
+                pos += len(tokens)
             elif kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                t0 = time.perf_counter()
-                if mtmd.mtmd_encode_chunk(self._mtmd_ctx, chunk) != 0:
-                    raise EngineError("the image encoder failed on that image")
-                embd = mtmd.mtmd_get_output_embd(self._mtmd_ctx)
-                t1 = time.perf_counter()
-                new_n_past = llama_cpp.llama_pos(0)
-                rc = mtmd.mtmd_helper_decode_image_chunk(
-                    self._mtmd_ctx,
-                    llama._ctx.ctx,
-                    chunk,
-                    embd,
-                    llama_cpp.llama_pos(llama.n_tokens),
-                    llama_cpp.llama_seq_id(0),
-                    llama.n_batch,
-                    ctypes.byref(new_n_past),
-                    mtmd.mtmd_helper_post_decode_callback(),  # NULL: no callback
-                    None,
-                )
-                if rc != 0:
-                    raise EngineError(f"could not evaluate the image embeddings (error {rc})")
-                llama.n_tokens = new_n_past.value
-                timings.image_encode_s += t1 - t0
-                timings.prompt_eval_s += time.perf_counter() - t1
+                image_id = mtmd.mtmd_input_chunk_get_id(chunk) or b""
+                n_pos = int(mtmd.mtmd_input_chunk_get_n_pos(chunk))
+                if not diverged and i < len(cached) and cached[i].kind == "image" and cached[i].key == image_id:
+                    timings.cached_tokens += n_pos
+                else:
+                    if not diverged:
+                        self._truncate(pos)
+                        diverged = True
+                    self._eval_image(chunk, timings)
+                    evaluated = True
+                new.append(_Span("image", image_id, pos, pos + n_pos))
+                pos += n_pos
             else:
                 raise EngineError("this engine handles images and text only")
+        if not evaluated:
+            # The whole prompt was cached: evaluate its last token again so
+            # the model has fresh logits to sample from.
+            last = new[-1]
+            if last.kind != "text":
+                raise EngineError("a prompt must end with text")
+            self._truncate(pos - 1)
+            llama.eval([last.key[-1]])
+            timings.cached_tokens -= 1
+        llama.n_tokens = pos
+        self._kv = new
+
+    def _truncate(self, n_past: int) -> None:
+        """Keep the first ``n_past`` positions of the KV cache, drop the rest."""
+        llama = self._llama
+        if n_past <= 0:
+            llama._ctx.kv_cache_clear()
+            n_past = 0
+        else:
+            llama._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llama.n_tokens = n_past
+
+    def _eval_image(self, chunk: Any, timings: StageTimings) -> None:
+        import llama_cpp
+
+        mtmd = self._mtmd
+        llama = self._llama
+        t0 = time.perf_counter()
+        if mtmd.mtmd_encode_chunk(self._mtmd_ctx, chunk) != 0:
+            raise EngineError("the image encoder failed on that image")
+        embd = mtmd.mtmd_get_output_embd(self._mtmd_ctx)
+        t1 = time.perf_counter()
+        new_n_past = llama_cpp.llama_pos(0)
+        rc = mtmd.mtmd_helper_decode_image_chunk(
+            self._mtmd_ctx,
+            llama._ctx.ctx,
+            chunk,
+            embd,
+            llama_cpp.llama_pos(llama.n_tokens),
+            llama_cpp.llama_seq_id(0),
+            llama.n_batch,
+            ctypes.byref(new_n_past),
+            mtmd.mtmd_helper_post_decode_callback(),  # NULL: no callback
+            None,
+        )
+        if rc != 0:
+            raise EngineError(f"could not evaluate the image embeddings (error {rc})")
+        llama.n_tokens = new_n_past.value
+        timings.image_encode_s += t1 - t0
+        timings.prompt_eval_s += time.perf_counter() - t1
+
+    def _remember_answer(self) -> None:
+        """Extend the cached last text span with the answer now in the KV cache."""
+        if not self._kv or self._kv[-1].kind != "text":
+            return
+        llama = self._llama
+        last = self._kv[-1]
+        generated = tuple(int(t) for t in llama.input_ids[last.end : llama.n_tokens])
+        self._kv[-1] = _Span("text", last.key + generated, last.start, last.end + len(generated))
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """One chunk of the prompt held in the KV cache: its tokens or image id, its positions."""
+
+    kind: str
+    key: Any
+    start: int
+    end: int
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

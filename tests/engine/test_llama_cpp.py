@@ -175,6 +175,39 @@ def test_not_a_model_file_is_an_engine_error(tmp_path, tiny_pair) -> None:
 
 
 def test_debug_logging_captures_backend_lines(tiny_engine, caplog) -> None:
+    fresh = VisionRequest(images=(data_uri(picture(colour=(1, 2, 3))),), question="q", max_tokens=2)
     with caplog.at_level(logging.DEBUG, logger="llava_bot.llama_cpp"):
-        tiny_engine.generate(ask(max_tokens=2))
+        tiny_engine.generate(fresh)
     assert any("image decoded" in r.getMessage() for r in caplog.records)
+
+
+# -- prefix cache: follow-ups about the same image --------------------------------------
+
+
+def test_follow_up_reuses_the_image_and_answers_like_a_cold_engine(tiny_pair, tiny_engine) -> None:
+    cold = LlamaCppEngine(*tiny_pair, n_ctx=2048, n_gpu_layers=0, prefix_cache=False, warmup=False)
+    cold.load()
+    try:
+        uri = data_uri(picture(colour=(120, 30, 200)))
+        first_req = VisionRequest(images=(uri,), question="What is this?", max_tokens=12, temperature=0.0)
+        first = tiny_engine.generate(first_req)
+        assert first.timings.image_encode_s > 0
+        follow_req = VisionRequest(
+            images=(uri,), question="And the colours?", max_tokens=12, temperature=0.0,
+            history=(("What is this?", first.text),),
+        )
+        warm = tiny_engine.generate(follow_req)
+        assert warm.timings.image_encode_s == 0  # the image was not encoded again
+        assert warm.timings.cached_tokens > first.prompt_tokens // 2
+        reference = cold.generate(follow_req)
+        assert reference.timings.cached_tokens == 0 and reference.timings.image_encode_s > 0
+        assert warm.text == reference.text
+        assert warm.prompt_tokens == reference.prompt_tokens
+        # the very same question again: everything cached, same answer
+        again = tiny_engine.generate(follow_req)
+        assert again.text == warm.text and again.timings.cached_tokens == warm.prompt_tokens - 1
+        # another image: a miss, encoded afresh, and still right
+        other = VisionRequest(images=(data_uri(picture(colour=(0, 255, 0))),), question="What is this?", max_tokens=12, temperature=0.0)
+        assert tiny_engine.generate(other).text == cold.generate(other).text
+    finally:
+        cold.close()
