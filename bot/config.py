@@ -95,6 +95,8 @@ class GenerationSettings(_Section):
     system_prompt: str | None = None
     default_question: str = "Describe this image."
     max_question_chars: int = Field(2000, ge=1)
+    # Stop generating after this many seconds; the user gets the partial answer, marked.
+    timeout_s: float = Field(120.0, gt=0)
 
     @model_validator(mode="after")
     def _cap(self) -> GenerationSettings:

@@ -12,12 +12,15 @@ from bot.timing import footer
 
 EMPTY_ANSWER = "(the model gave an empty answer)"
 CUT_MARK = " …(cut at the answer limit)"
+TIMEOUT_MARK = " …(stopped: the answer took too long)"
 
 
 def answer_body(answer: Answer) -> str:
     text = answer.text.strip() or EMPTY_ANSWER
     if answer.finish_reason == "length":
         text += CUT_MARK
+    elif answer.finish_reason == "timeout":
+        text += TIMEOUT_MARK
     return text
 
 
@@ -69,4 +72,6 @@ def answer_from_message(content: str) -> str:
     """The answer text of one of our posted replies (footer and cut mark removed)."""
     lines = [line for line in content.split("\n") if not line.startswith("-# ⏱")]
     text = "\n".join(lines).strip()
-    return text.removesuffix(CUT_MARK.strip()).removesuffix(CUT_MARK).strip()
+    for mark in (CUT_MARK, TIMEOUT_MARK):
+        text = text.removesuffix(mark.strip())
+    return text.strip()

@@ -113,6 +113,7 @@ class Runtime:
             temperature=gen.temperature,
             history=tuple(history),
             system_prompt=gen.system_prompt,
+            time_limit_s=gen.timeout_s,
         )
 
     def submit(self, request: VisionRequest, user_id: int | str | None = None) -> JobHandle:

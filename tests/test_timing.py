@@ -48,3 +48,11 @@ def test_answer_text_is_recovered_from_a_posted_reply() -> None:
 
     answer = Answer("A cat.", "length", 1, 2, StageTimings(total_s=0.1))
     assert answer_from_message(render(answer)) == "A cat."
+
+
+def test_timed_out_answers_are_marked() -> None:
+    from bot.reply import TIMEOUT_MARK, answer_from_message
+
+    text = render(Answer("Half an", "timeout", 1, 2))
+    assert text.split("\n")[0] == "Half an" + TIMEOUT_MARK
+    assert answer_from_message(text) == "Half an"

@@ -25,6 +25,8 @@ class VisionRequest:
     temperature: float = 0.2
     history: tuple[tuple[str, str], ...] = ()
     system_prompt: str | None = None
+    #: stop generating after this many seconds of engine time (partial answer, finish "timeout")
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens is None or self.max_tokens < 1:

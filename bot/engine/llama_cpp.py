@@ -389,13 +389,17 @@ class LlamaCppEngine:
 
         prompt_done = time.perf_counter()
         first_token: list[float] = []
-        stopped_early: list[bool] = []
+        stopped_early: list[str] = []
+        deadline = started + request.time_limit_s if request.time_limit_s else None
 
         def stop_criterion(input_ids: Any, logits: Any) -> bool:
             if not first_token:
                 first_token.append(time.perf_counter())
             if should_stop is not None and should_stop():
-                stopped_early.append(True)
+                stopped_early.append("cancelled")
+                return True
+            if deadline is not None and time.perf_counter() > deadline:
+                stopped_early.append("timeout")
                 return True
             return False
 
@@ -425,7 +429,7 @@ class LlamaCppEngine:
         timings.prompt_tokens = n_prompt
         timings.completion_tokens = int(usage["completion_tokens"])
         timings.first_token_s = (first_token[0] - started) if first_token else timings.total_s
-        finish = "cancelled" if stopped_early else (choice.get("finish_reason") or "stop")
+        finish = stopped_early[0] if stopped_early else (choice.get("finish_reason") or "stop")
         return Answer(
             text=choice["text"].strip(),
             finish_reason=finish,

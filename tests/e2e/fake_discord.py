@@ -1299,7 +1299,7 @@ class FakeDiscord:
         self._echo("MESSAGE_UPDATE", msg)
         return self._json(self._rest_message(msg))
 
-    def _forget_message(self, msg: dict[str, Any], via: str) -> None:
+    def _forget_message(self, msg: dict[str, Any], via: str) -> Optional[GatewayEvent]:
         del self.messages[int(msg["id"])]
         self.deleted.append(
             {"id": int(msg["id"]), "channel_id": int(msg["channel_id"]), "via": via, "time": time.monotonic()}
@@ -1309,7 +1309,8 @@ class FakeDiscord:
             d = {"id": msg["id"], "channel_id": msg["channel_id"]}
             if "guild_id" in msg:
                 d["guild_id"] = msg["guild_id"]
-            self._dispatch("MESSAGE_DELETE", d)
+            return self._dispatch("MESSAGE_DELETE", d)
+        return None
 
     async def _delete_message(self, rec: RecordedRequest, cid: str, mid: str) -> web.Response:
         self._channel(cid)
@@ -2039,8 +2040,9 @@ class FakeDiscord:
     async def user_delete(self, message_id: int, timeout: float = 10.0) -> None:
         """A user deletes a message -> MESSAGE_DELETE."""
         msg = self.messages[int(message_id)]
-        self._forget_message(msg, "user")
-        await self._delivered(self._log[-1], timeout)
+        entry = self._forget_message(msg, "user")
+        if entry is not None:
+            await self._delivered(entry, timeout)
 
     def _interaction_base(self, user_id: int, channel_id: int, itype: int, data: dict[str, Any], command_type: int) -> FakeInteraction:
         ch = self._channel(channel_id)

@@ -211,3 +211,10 @@ def test_follow_up_reuses_the_image_and_answers_like_a_cold_engine(tiny_pair, ti
         assert tiny_engine.generate(other).text == cold.generate(other).text
     finally:
         cold.close()
+
+
+def test_time_limit_stops_generation_with_a_partial_answer(tiny_engine) -> None:
+    req = VisionRequest(images=(data_uri(),), question="Tell me everything.", max_tokens=1500, temperature=0.0, time_limit_s=1e-9)
+    answer = tiny_engine.generate(req)
+    assert answer.finish_reason == "timeout"
+    assert answer.completion_tokens < 1500
