@@ -42,7 +42,8 @@ class Commands(commands.Cog):
 
     async def cog_unload(self) -> None:
         for command in self._app_commands:
-            self.bot.tree.remove_command(command.name, type=command.type)
+            kind = getattr(command, "type", discord.AppCommandType.chat_input)
+            self.bot.tree.remove_command(command.name, type=kind)
 
     async def _start(self, interaction: discord.Interaction) -> bool:
         """Refuse (ephemerally) where the bot does not answer; else defer at once."""

@@ -71,6 +71,7 @@ class _NativeLogs:
         import llama_cpp.mtmd_cpp as mtmd_cpp
 
         self.lines: deque[str] = deque(maxlen=4000)
+        self.count = 0  # lines ever seen (the deque forgets old ones)
         self._partial = ""
 
         @llama_cpp.llama_log_callback
@@ -92,6 +93,7 @@ class _NativeLogs:
         for line in complete:
             if line.strip():
                 self.lines.append(line)
+                self.count += 1
                 native_log.debug("%s", line)
 
     @classmethod
@@ -102,11 +104,12 @@ class _NativeLogs:
             return cls._instance
 
     def mark(self) -> int:
-        return len(self.lines)
+        return self.count
 
     def since(self, mark: int) -> list[str]:
-        lines = list(self.lines)
-        return lines[max(0, min(mark, len(lines))):]
+        """The lines logged after ``mark`` (as many as are still kept)."""
+        new = min(self.count - mark, len(self.lines))
+        return list(self.lines)[len(self.lines) - new :] if new > 0 else []
 
 
 @dataclass(slots=True)
