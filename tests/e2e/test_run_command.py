@@ -1,0 +1,68 @@
+"""`llava-bot run` as a user starts it: a subprocess, a config file, the token
+in the environment, pointed at the local fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from tests.conftest import jpeg_bytes
+from tests.e2e.fake_discord import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord
+
+ROOT = Path(__file__).parents[2]
+FOOTER = re.compile(r"\n-# ⏱ queue .* tok/s · total \d+\.\d\d s$")
+
+
+async def test_run_answers_a_mention_ask_and_the_menu(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        f"""
+[model]
+path = "{tiny_pair[0]}"
+mmproj = "{tiny_pair[1]}"
+n_ctx = 2048
+[generation]
+max_tokens = 12
+[images]
+allowed_hosts = ["127.0.0.1:{fake.port}"]
+[discord]
+api_base = "{fake.api_base}"
+gateway_url = "{fake.gateway_url}"
+"""
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": fake.token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--config", str(config), "--sync",
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await fake.wait_until(lambda: fake.connected and fake.commands, timeout=60, what="bot connected and synced")
+        att = fake.add_attachment("a.jpg", jpeg_bytes())
+        await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what is it?", attachments=[att], mentions_bot=True)
+        mention = await fake.wait_for_sent(lambda s: s["via"] == "channel", timeout=30)
+        assert FOOTER.search(mention["content"])
+
+        await fake.slash_command(ALICE_ID, GENERAL_ID, "ask", {"image": fake.add_attachment("b.jpg", jpeg_bytes()), "question": "why?"})
+        ask = await fake.wait_for_sent(lambda s: s["via"] == "followup", timeout=30)
+        assert FOOTER.search(ask["content"])
+
+        target = await fake.user_message(ALICE_ID, GENERAL_ID, "pic", attachments=[fake.add_attachment("c.jpg", jpeg_bytes())])
+        await fake.message_context_menu(ALICE_ID, GENERAL_ID, "Describe image", target["id"])
+        menu = await fake.wait_for_sent(lambda s: s["via"] == "followup" and s["id"] != ask["id"], timeout=30)
+        assert FOOTER.search(menu["content"])
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        output = (await proc.stdout.read()).decode(errors="replace")
+    assert fake.token not in output  # the token is never logged
+    assert "model ready" in output
+    assert "Traceback" not in output, output
