@@ -165,8 +165,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # -- run ------------------------------------------------------------------------
 
 
+RESTARTING = "the bot is restarting, please ask again in a minute"
+
+
 async def _run(settings: Settings, token: str, sync: bool) -> None:
+    import signal
+
     from bot.client import LlavaBot, point_at
+    from bot.journal import Journal
     from bot.runtime import Runtime
 
     point_at(settings.discord.api_base, settings.discord.gateway_url)
@@ -174,12 +180,56 @@ async def _run(settings: Settings, token: str, sync: bool) -> None:
     await runtime.start()  # load and warm the model before connecting
     info = runtime.engine.info
     log.info("model ready: %s (%s), text on %s, CLIP on %s", info.model, info.chat_format, info.text_backend, info.clip_backend)
+    journal = Journal(settings.state.path if settings.state.journal else None)
+    bot = LlavaBot(settings, runtime, sync_commands=sync or settings.discord.sync_commands, journal=journal)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    clean = True
     try:
-        bot = LlavaBot(settings, runtime, sync_commands=sync or settings.discord.sync_commands)
         async with bot:
-            await bot.start(token)
+            runner = asyncio.create_task(bot.start(token), name="discord")
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if runner.done():
+                runner.result()  # a login failure or a crash: raise it
+            else:
+                clean = await _stop_gracefully(bot, runtime, settings.queue.shutdown_timeout_s)
     finally:
-        await runtime.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if clean:
+            await runtime.close()
+        log.info("stopped")
+
+
+async def _stop_gracefully(bot, runtime, bound: float) -> bool:  # type: ignore[no-untyped-def]
+    """Stop taking questions, tell the waiting ones, finish the running one.
+
+    True if everything finished within ``bound`` seconds.  Jobs still open
+    after that stay in the journal and are answered after the restart.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    log.info(
+        "stopping: %d waiting question(s) are told the bot is restarting; finishing the running one",
+        runtime.queue.stats().depth,
+    )
+    try:
+        await asyncio.wait_for(runtime.queue.close(RESTARTING), bound)
+        await asyncio.wait_for(bot.wait_idle(), max(0.1, deadline - loop.time()))
+    except TimeoutError:
+        log.warning(
+            "gave up waiting after %.0f s; %d job(s) stay in the journal for the next start",
+            bound,
+            bot.jobs_in_flight,
+        )
+        return False
+    finally:
+        await bot.close()
+    return True
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -7,9 +7,11 @@ load is logged and skipped.  Every message the bot sends allows no mentions.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import aiohttp
 import discord
@@ -18,6 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.journal import Journal
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class LlavaBot(commands.Bot):
         *,
         extensions: Sequence[str] = EXTENSIONS,
         sync_commands: bool = False,
+        journal: Journal | None = None,
         **options: object,
     ) -> None:
         intents = discord.Intents.default()
@@ -62,7 +66,54 @@ class LlavaBot(commands.Bot):
         self.initial_extensions = tuple(extensions)
         self.sync_on_start = sync_commands
         self.started_at = time.monotonic()
+        self.journal = journal if journal is not None else Journal(None)
         self._session: aiohttp.ClientSession | None = None
+        self._jobs = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._replay: asyncio.Task[None] | None = None
+
+    # -- jobs in flight ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def track_job(self) -> Iterator[None]:
+        """Count a job from acceptance to its reply (for a graceful stop)."""
+        self._jobs += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._jobs -= 1
+            if self._jobs == 0:
+                self._idle.set()
+
+    @property
+    def jobs_in_flight(self) -> int:
+        return self._jobs
+
+    async def wait_idle(self) -> None:
+        """Return once no job is between acceptance and its reply."""
+        await self._idle.wait()
+
+    async def _replay_journal(self) -> None:
+        """Answer the jobs a previous run accepted but never answered."""
+        from cogs.common import JobSpec, answer_job
+
+        await self.wait_until_ready()
+        entries = await self.journal.pending()
+        if not entries:
+            return
+        log.info("answering %d job(s) left unanswered by the previous run", len(entries))
+        tasks = []
+        for entry in entries:
+            try:
+                spec = JobSpec.from_json(entry.payload)
+            except (KeyError, TypeError, ValueError):
+                log.warning("dropping unreadable journal entry %d", entry.id)
+                await self.journal.remove(entry.id)
+                continue
+            tasks.append(asyncio.create_task(answer_job(self, spec, journal_id=entry.id)))
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -79,14 +130,19 @@ class LlavaBot(commands.Bot):
             except Exception:
                 log.exception("could not load extension %s; going on without it", name)
         self.tree.on_error = self.on_app_command_error
+        await self.journal.open()
+        self._replay = asyncio.create_task(self._replay_journal(), name="llava-journal-replay")
         if self.sync_on_start:
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
 
     async def close(self) -> None:
+        if self._replay is not None and not self._replay.done():
+            self._replay.cancel()
         await super().close()
         if self._session is not None:
             await self._session.close()
+        await self.journal.close()
 
     async def on_ready(self) -> None:
         assert self.user is not None

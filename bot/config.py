@@ -117,6 +117,21 @@ class GenerationSettings(_Section):
 class QueueSettings(_Section):
     max_size: int = Field(32, ge=1)
     per_user: int = Field(2, ge=1)
+    # Questions one user may ask per minute (0: no limit).
+    per_user_per_minute: int = Field(6, ge=0)
+    # On SIGTERM / Ctrl-C: how long to wait for the running job and the last replies.
+    shutdown_timeout_s: float = Field(30.0, gt=0)
+
+
+def _default_state_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "llava-bot" / "journal.sqlite3"
+
+
+class StateSettings(_Section):
+    # The journal of accepted, unanswered jobs (SQLite), replayed at start-up.
+    path: Path = Field(default_factory=_default_state_path)
+    journal: bool = True
 
 
 DISCORD_CDN_HOSTS = ["cdn.discordapp.com", "media.discordapp.net"]
@@ -197,6 +212,7 @@ class Settings(BaseSettings):
     images: ImageSettings = ImageSettings()
     discord: DiscordSettings = DiscordSettings()
     moderation: ModerationSettings = ModerationSettings()
+    state: StateSettings = StateSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where generated models (the built-in tiny pair) are kept; None means
     # $XDG_CACHE_HOME/llava-bot or ~/.cache/llava-bot.

@@ -18,7 +18,7 @@ import logging
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -104,13 +104,18 @@ class InferenceQueue:
         *,
         max_size: int,
         per_user: int,
+        per_user_per_minute: int = 0,
         latency_window: int = 200,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engines: list[Engine] = [engines] if isinstance(engines, Engine) else list(engines)
         if not self._engines:
             raise ValueError("an InferenceQueue needs at least one engine")
         self.max_size = max_size
         self.per_user = per_user
+        self.per_user_per_minute = per_user_per_minute
+        self._clock = clock
+        self._recent: dict[int | str, deque[float]] = {}
         self._waiting: deque[_Job] = deque()
         self._running: set[_Job] = set()
         self._per_user: Counter[int | str | None] = Counter()
@@ -169,6 +174,8 @@ class InferenceQueue:
                 f"you already have {self._per_user[user_id]} question(s) waiting; "
                 "please wait for an answer first"
             )
+        if user_id is not None and self.per_user_per_minute:
+            self._check_rate(user_id)
         if len(self._waiting) >= self.max_size:
             self.refused += 1
             raise Refused(f"the queue is full ({self.max_size} waiting), please try again in a minute")
@@ -177,8 +184,27 @@ class InferenceQueue:
         position = len(self._waiting) + len(self._running)
         self._waiting.append(job)
         self._per_user[user_id] += 1
+        if user_id is not None and self.per_user_per_minute:
+            self._recent.setdefault(user_id, deque()).append(self._clock())
         self._wakeup.set()
         return JobHandle(self, job, position)
+
+    def _check_rate(self, user_id: int | str) -> None:
+        now = self._clock()
+        recent = self._recent.get(user_id)
+        if recent is None:
+            return
+        while recent and now - recent[0] >= 60.0:
+            recent.popleft()
+        if not recent:
+            del self._recent[user_id]  # keeps the table as small as the active users
+            return
+        if len(recent) >= self.per_user_per_minute:
+            self.refused += 1
+            wait = max(1, round(60.0 - (now - recent[0])))
+            raise Refused(
+                f"you can ask {self.per_user_per_minute} questions a minute; please wait {wait} s"
+            )
 
     def _position_of(self, job: _Job) -> int | None:
         try:

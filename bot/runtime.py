@@ -74,6 +74,7 @@ class Runtime:
             self.engine,
             max_size=settings.queue.max_size,
             per_user=settings.queue.per_user,
+            per_user_per_minute=settings.queue.per_user_per_minute,
         )
         self._started = False
 

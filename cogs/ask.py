@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.reply import answer_from_message
 from cogs.common import (
+    JobSpec,
     MessageReplier,
     answer_job,
     deliver_safely,
@@ -98,17 +99,18 @@ class Ask(commands.Cog):
         note = f"only the first {cfg.max_images} images are answered" if skipped > 0 else ""
         many = len(sources) > 1
         for index, source in enumerate(sources, 1):
-            await answer_job(
-                self.bot,
-                MessageReplier(message) if index > 1 else replier,
-                source,
-                question,
+            spec = JobSpec(
+                kind="message",
+                channel_id=message.channel.id,
+                message_id=message.id,
+                source=source,
+                question=question,
                 user_id=message.author.id,
-                history=history,
-                typing_channel=message.channel,
+                history=tuple(history),
                 label=f"**Image {index} of {len(sources)}** ({source.filename})" if many else "",
                 note=note if index == len(sources) else "",
             )
+            await answer_job(self.bot, spec)
 
 
 async def setup(bot: LlavaBot) -> None:

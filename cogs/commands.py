@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from cogs.common import (
     ImageSource,
-    InteractionReplier,
+    JobSpec,
     answer_job,
     friendly,
     refusal_for_place,
@@ -61,14 +61,17 @@ class Commands(commands.Cog):
         question: str,
         max_tokens: Optional[int],
     ) -> None:
-        await answer_job(
-            self.bot,
-            InteractionReplier(interaction),
-            source,
-            question,
+        spec = JobSpec(
+            kind="interaction",
+            channel_id=interaction.channel_id or 0,
+            application_id=interaction.application_id,
+            token=interaction.token,
+            source=source,
+            question=question,
             user_id=interaction.user.id,
             max_tokens=max_tokens,
         )
+        await answer_job(self.bot, spec)
 
     def _make_ask(self) -> app_commands.Command:
         limit = self.bot.settings.generation.max_tokens_limit

@@ -1,10 +1,11 @@
 """What every way of asking shares (not an extension: it has no ``setup``).
 
-``answer_job`` is the one path from images + a question to exactly one reply:
-download and prepare the images, queue the job, show its place in line, wait
-for the model, and deliver the answer (or one short refusal or error line)
-through a :class:`Replier`, which knows whether it talks to a message, an
-interaction or a log channel.
+``answer_job`` is the one path from a :class:`JobSpec` (an image and a
+question, and where the answer goes) to exactly one reply: journal the job,
+download and prepare the image, queue it, show its place in line, wait for
+the model, and deliver the answer (or one short refusal or error line)
+through a :class:`Replier`.  A ``JobSpec`` is plain data, so the same job can
+be replayed from the journal after a crash.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 
@@ -60,6 +62,45 @@ class ImageSource:
     @classmethod
     def of(cls, attachment: discord.Attachment) -> ImageSource:
         return cls(attachment.url, attachment.filename, attachment.size, attachment.content_type)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One accepted question, as plain data (it goes into the journal).
+
+    ``kind`` says where the answer goes: ``message`` (a reply to
+    ``message_id`` in ``channel_id``), ``interaction`` (the follow-up of a
+    deferred interaction, by ``application_id`` and ``token``) or
+    ``channel`` (a new message in ``channel_id`` starting with ``head``).
+    """
+
+    kind: str
+    channel_id: int
+    source: ImageSource
+    question: str | None
+    user_id: int | None
+    message_id: int | None = None
+    application_id: int | None = None
+    token: str | None = None
+    head: str = ""
+    show_place: bool = True
+    max_tokens: int | None = None
+    history: tuple[tuple[str, str], ...] = ()
+    label: str = ""
+    note: str = ""
+    created: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["history"] = [list(turn) for turn in self.history]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobSpec:
+        data = dict(data)
+        data["source"] = ImageSource(**data["source"])
+        data["history"] = tuple(tuple(turn) for turn in data.get("history", ()))
+        return cls(**data)
 
 
 def _looks_like_image(attachment: discord.Attachment) -> bool:
@@ -137,18 +178,18 @@ class Replier(Protocol):
 class MessageReplier:
     """Replies to a message: one reply (the place-in-line note becomes the answer)."""
 
-    def __init__(self, message: discord.Message, *, show_place: bool = True) -> None:
+    def __init__(self, message: discord.Message | discord.PartialMessage, *, show_place: bool = True) -> None:
         self.message = message
         self.show_place = show_place
         self._note: discord.Message | None = None
 
-    async def _reply(self, text: str) -> discord.Message | None:
-        try:
-            return await self.message.reply(text, mention_author=False, allowed_mentions=NO_MENTIONS)
-        except discord.NotFound:
-            # The question was deleted meanwhile: answer in the channel.
-            log.info("message %s is gone; answering without a reference", self.message.id)
-            return await self.message.channel.send(text, allowed_mentions=NO_MENTIONS)
+    async def _reply(self, text: str) -> discord.Message:
+        # fail_if_not_exists=False: if the question was deleted meanwhile,
+        # Discord posts the answer without the reference instead of failing.
+        reference = self.message.to_reference(fail_if_not_exists=False)
+        return await self.message.channel.send(
+            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS
+        )
 
     async def placeholder(self, text: str) -> None:
         if self.show_place and self._note is None:
@@ -167,41 +208,41 @@ class MessageReplier:
             await self._reply(part)
 
 
-class InteractionReplier:
-    """Follows up a deferred interaction (slash command or context menu)."""
+class WebhookReplier:
+    """Follows up a deferred interaction through its webhook (``interaction.followup``)."""
 
-    def __init__(self, interaction: discord.Interaction) -> None:
-        self.interaction = interaction
+    def __init__(self, webhook: discord.Webhook) -> None:
+        self.webhook = webhook
         self._edited = False
 
     async def placeholder(self, text: str) -> None:
-        await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+        await self.webhook.edit_message("@original", content=text, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
         self._edited = True
 
     async def deliver(self, parts: list[str]) -> None:
         first, rest = parts[0], parts[1:]
         if self._edited:
-            await self.interaction.edit_original_response(content=first, allowed_mentions=NO_MENTIONS)
+            await self.webhook.edit_message("@original", content=first, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
         else:
-            await self.interaction.followup.send(first, allowed_mentions=NO_MENTIONS)
+            await self.webhook.send(first, allowed_mentions=NO_MENTIONS)
         for part in rest:
-            await self.interaction.followup.send(part, allowed_mentions=NO_MENTIONS)
+            await self.webhook.send(part, allowed_mentions=NO_MENTIONS)
 
 
-class LogChannelReplier:
-    """Posts a caption in the moderation log channel with a link to the image."""
+class ChannelReplier:
+    """Posts the answer as new messages in a channel, the first starting with ``head``
+    (moderation log captions; answers to interactions too old to follow up)."""
 
-    def __init__(self, channel: discord.abc.Messageable, original: discord.Message, label: str) -> None:
+    def __init__(self, channel: discord.abc.Messageable, head: str) -> None:
         self.channel = channel
-        self.original = original
-        self.label = label
+        self.head = head
 
     async def placeholder(self, text: str) -> None:
-        return None  # the log channel only gets results
+        return None  # only results go here
 
     async def deliver(self, parts: list[str]) -> None:
-        head = f"🖼️ {self.label} from {self.original.author.display_name} in {self.original.jump_url}"
-        parts = [f"{head}\n{parts[0]}", *parts[1:]]
+        if self.head:
+            parts = [f"{self.head}\n{parts[0]}", *parts[1:]]
         for part in parts:
             if len(part) > 2000:
                 part = part[:1999] + "…"
@@ -251,56 +292,100 @@ async def load_image(bot: LlavaBot, source: ImageSource):
     return await bot.runtime.prepare(data)
 
 
-async def answer_job(
-    bot: LlavaBot,
-    replier: Replier,
-    source: ImageSource,
-    question: str | None,
-    *,
-    user_id: int | None,
-    max_tokens: int | None = None,
-    history: Sequence[tuple[str, str]] = (),
-    typing_channel: discord.abc.Messageable | None = None,
-    note: str = "",
-    label: str = "",
-) -> bool:
-    """Answer one image question with exactly one reply.  True if answered."""
-    prefix = f"{label}\n" if label else ""
-    parts: list[str]
-    answered = False
-    try:
+class Undeliverable(Exception):
+    """There is nowhere to post this job's answer."""
+
+
+#: interaction tokens live 15 minutes; leave a margin for the answer itself
+INTERACTION_TOKEN_LIFE_S = 14 * 60
+
+
+async def replier_for(bot: LlavaBot, spec: JobSpec) -> tuple[Replier, discord.abc.Messageable | None]:
+    """The replier for a job, and the channel to show "typing…" in (if any)."""
+    if spec.kind == "interaction" and time.time() - spec.created < INTERACTION_TOKEN_LIFE_S:
+        assert spec.application_id is not None and spec.token is not None
+        webhook = discord.Webhook.partial(spec.application_id, spec.token, client=bot)
+        return WebhookReplier(webhook), None
+    channel = bot.get_channel(spec.channel_id) or await bot.fetch_channel(spec.channel_id)
+    if not isinstance(channel, discord.abc.Messageable):
+        raise Undeliverable(f"channel {spec.channel_id} is not a text channel")
+    if spec.kind == "message" and spec.message_id is not None:
+        message = channel.get_partial_message(spec.message_id)  # type: ignore[union-attr]
+        return MessageReplier(message, show_place=spec.show_place), channel
+    head = spec.head
+    if spec.kind == "interaction":  # its token expired: answer in the channel instead
+        who = f"<@{spec.user_id}>" if spec.user_id else "someone"
+        head = f"Answer to {who}'s question ({spec.source.filename}), sorry for the delay:"
+    return ChannelReplier(channel, head), None
+
+
+async def answer_job(bot: LlavaBot, spec: JobSpec, *, journal_id: int | None = None) -> bool:
+    """Answer one image question with exactly one reply.  True if it was answered.
+
+    The job is journaled (unless it is being replayed from the journal with
+    ``journal_id``) and leaves the journal only once its reply was sent or
+    can never be.
+    """
+    if journal_id is None:
+        journal_id = await bot.journal.add(spec.to_json())
+    with bot.track_job():
         try:
-            prepared = await load_image(bot, source)
-            request = bot.runtime.request([prepared], question, max_tokens=max_tokens, history=history)
-            handle = bot.runtime.submit(request, user_id)
-        except (ImageError, Refused) as exc:
-            log.info("refused %s from user %s: %s", source.filename, user_id, exc)
-            parts = [prefix + friendly(str(exc))]
-        else:
-            if handle.position > 0:
-                await replier.placeholder(f"{BUSY_MARK} #{handle.position} in line")
-            try:
-                async with typing_in(typing_channel):
-                    answer = await handle.result()
-            except (QueueClosed, JobCancelled) as exc:
-                parts = [prefix + friendly(str(exc))]
-            except EngineError as exc:
-                log.warning("job for user %s failed: %s", user_id, exc)
-                parts = [prefix + friendly(str(exc))]
-            else:
-                parts = render_parts(answer, header=label, note=note)
-                answered = True
-    except Exception:
-        log.exception("unexpected failure answering user %s", user_id)
-        parts = [prefix + friendly("something went wrong on my side, sorry; please try again")]
-    await deliver_safely(replier, parts)
+            replier, typing_channel = await replier_for(bot, spec)
+        except (discord.HTTPException, Undeliverable) as exc:
+            log.warning("cannot answer job for user %s in channel %s, dropped: %s", spec.user_id, spec.channel_id, exc)
+            await bot.journal.remove(journal_id)
+            return False
+        parts, answered = await _run_job(bot, spec, replier, typing_channel)
+        await deliver_safely(replier, parts)
+    await bot.journal.remove(journal_id)
     return answered
 
 
-async def deliver_safely(replier: Replier, parts: list[str]) -> None:
+async def _run_job(
+    bot: LlavaBot, spec: JobSpec, replier: Replier, typing_channel: discord.abc.Messageable | None
+) -> tuple[list[str], bool]:
+    """The reply for a job: (message parts, whether it is an answer)."""
+    prefix = f"{spec.label}\n" if spec.label else ""
+    try:
+        try:
+            prepared = await load_image(bot, spec.source)
+            request = bot.runtime.request(
+                [prepared], spec.question, max_tokens=spec.max_tokens, history=spec.history
+            )
+            handle = bot.runtime.submit(request, spec.user_id)
+        except (ImageError, Refused) as exc:
+            log.info("refused %s from user %s: %s", spec.source.filename, spec.user_id, exc)
+            return [prefix + friendly(str(exc))], False
+        if handle.position > 0:
+            try:
+                await replier.placeholder(f"{BUSY_MARK} #{handle.position} in line")
+            except discord.HTTPException as exc:
+                log.info("could not post the place in line: %s", exc)
+        try:
+            async with typing_in(typing_channel):
+                answer = await handle.result()
+        except (QueueClosed, JobCancelled, EngineError) as exc:
+            log.warning("job for user %s ended without an answer: %s", spec.user_id, exc)
+            return [prefix + friendly(str(exc))], False
+        return render_parts(answer, header=spec.label, note=spec.note), True
+    except Exception:
+        log.exception("unexpected failure answering user %s", spec.user_id)
+        return [prefix + friendly("something went wrong on my side, sorry; please try again")], False
+
+
+async def deliver_safely(replier: Replier, parts: list[str]) -> bool:
+    """Deliver, or log why it cannot be done; never raises for Discord errors.
+
+    Rate limits (429) and server errors (5xx) are retried with back-off by
+    discord.py itself; what reaches us here is final.  True if delivered.
+    """
     try:
         await replier.deliver(parts)
+        return True
     except discord.Forbidden as exc:
-        log.warning("no permission to reply: %s", exc)
+        log.warning("no permission to reply there, job closed: %s", exc)
+    except discord.NotFound as exc:
+        log.warning("the channel or interaction is gone, answer dropped: %s", exc)
     except discord.HTTPException as exc:
-        log.error("could not deliver a reply: %s", exc)
+        log.error("could not deliver a reply, job closed: %s", exc)
+    return False

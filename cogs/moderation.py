@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from cogs.common import LogChannelReplier, MessageReplier, Replier, answer_job, is_addressed_to_bot, split_attachments
+from cogs.common import JobSpec, answer_job, is_addressed_to_bot, split_attachments
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -22,16 +22,6 @@ class Moderation(commands.Cog):
     def __init__(self, bot: LlavaBot) -> None:
         self.bot = bot
 
-    def _log_channel(self) -> discord.abc.Messageable | None:
-        channel_id = self.bot.settings.moderation.log_channel
-        if channel_id is None:
-            return None
-        channel = self.bot.get_channel(channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            log.warning("moderation.log_channel %s is not a text channel I can see", channel_id)
-            return None
-        return channel
-
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         mod = self.bot.settings.moderation
@@ -42,21 +32,20 @@ class Moderation(commands.Cog):
         sources, _ = split_attachments(message.attachments)
         if not sources:
             return
-        log_channel = self._log_channel()
-        for index, source in enumerate(sources[: self.bot.settings.discord.max_images], 1):
-            replier: Replier
-            if log_channel is not None:
-                replier = LogChannelReplier(log_channel, message, f"Caption for {source.filename}")
-            else:
-                replier = MessageReplier(message, show_place=False)
-            await answer_job(
-                self.bot,
-                replier,
-                source,
-                mod.caption_prompt,
+        log_channel = mod.log_channel
+        for source in sources[: self.bot.settings.discord.max_images]:
+            common = dict(
+                source=source,
+                question=mod.caption_prompt,
                 user_id=None,  # captions are not the poster's questions: no per-user limit
                 max_tokens=mod.caption_max_tokens,
             )
+            if log_channel is not None:
+                head = f"🖼️ Caption for {source.filename} from {message.author.display_name} in {message.jump_url}"
+                spec = JobSpec(kind="channel", channel_id=log_channel, head=head, **common)
+            else:
+                spec = JobSpec(kind="message", channel_id=message.channel.id, message_id=message.id, show_place=False, **common)
+            await answer_job(self.bot, spec)
 
 
 async def setup(bot: LlavaBot) -> None:

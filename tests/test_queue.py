@@ -232,3 +232,21 @@ async def test_latency_percentiles():
 def test_max_tokens_must_be_set():
     with pytest.raises(ValueError, match="max_tokens"):
         VisionRequest(images=(), question="q", max_tokens=0)
+
+
+async def test_per_user_rate_per_minute():
+    now = [1000.0]
+    engine = FakeEngine()
+    queue = InferenceQueue(engine, max_size=50, per_user=50, per_user_per_minute=3, clock=lambda: now[0])
+    await queue.start()
+    for i in range(3):
+        await queue.submit(req(f"q{i}"), user_id=1).result()
+    now[0] += 20
+    with pytest.raises(Refused, match="you can ask 3 questions a minute; please wait 40 s"):
+        queue.submit(req("too fast"), user_id=1)
+    await queue.submit(req("other user"), user_id=2).result()  # others are not affected
+    await queue.submit(req("unlimited"), user_id=None).result()  # captions have no user
+    now[0] += 41
+    assert (await queue.submit(req("later"), user_id=1).result()).text == "LATER"
+    await queue.close()
+    assert "too fast" not in engine.calls

@@ -40,9 +40,10 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def llava(fake: FakeDiscord, tiny_pair, monkeypatch: pytest.MonkeyPatch):
+async def llava(fake: FakeDiscord, tiny_pair, monkeypatch: pytest.MonkeyPatch, tmp_path):
     """Start llava-bot against the fake; returns (bot, runtime). Closed afterwards."""
     from bot.client import LlavaBot, point_at
+    from bot.journal import Journal
     from bot.runtime import Runtime
 
     monkeypatch.chdir(tiny_pair[0].parent)  # no stray config/bot.toml
@@ -55,6 +56,7 @@ async def llava(fake: FakeDiscord, tiny_pair, monkeypatch: pytest.MonkeyPatch):
                 "generation": {"max_tokens": 16, "max_tokens_limit": 64},
                 "images": {"allowed_hosts": [f"127.0.0.1:{fake.port}"]},
                 "discord": {"api_base": fake.api_base, "gateway_url": fake.gateway_url, "sync_commands": True},
+                "state": {"path": str(tmp_path / "journal.sqlite3")},
             },
             settings_overrides,
         )
@@ -62,7 +64,10 @@ async def llava(fake: FakeDiscord, tiny_pair, monkeypatch: pytest.MonkeyPatch):
         point_at(settings.discord.api_base, settings.discord.gateway_url)
         runtime = Runtime(settings)
         await runtime.start()
-        bot = LlavaBot(settings, runtime, sync_commands=settings.discord.sync_commands, guild_ready_timeout=0.05)
+        journal = Journal(settings.state.path if settings.state.journal else None)
+        bot = LlavaBot(
+            settings, runtime, sync_commands=settings.discord.sync_commands, journal=journal, guild_ready_timeout=0.05
+        )
         await bot.login(fake.token)
         task = asyncio.create_task(bot.connect())
         started.append((bot, runtime, task))

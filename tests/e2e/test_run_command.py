@@ -29,6 +29,8 @@ n_ctx = 2048
 max_tokens = 12
 [images]
 allowed_hosts = ["127.0.0.1:{fake.port}"]
+[state]
+path = "{tmp_path / 'journal.sqlite3'}"
 [discord]
 api_base = "{fake.api_base}"
 gateway_url = "{fake.gateway_url}"
