@@ -70,11 +70,11 @@ class Journal:
         self._db = db
 
     async def close(self) -> None:
-        if self._executor is None:
+        executor, self._executor = self._executor, None
+        if executor is None:
             return
-        await self._call(self._close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        await asyncio.get_running_loop().run_in_executor(executor, self._close)
+        executor.shutdown(wait=False)
 
     def _close(self) -> None:
         if self._db is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from bot.engine.base import Answer, Engine, VisionRequest
+from bot.engine.base import Answer, Engine, EngineError, VisionRequest
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,8 @@ class InferenceQueue:
                 self._finish(job, error=QueueClosed("the bot stopped before answering"))
                 raise
             except Exception as exc:  # an engine error belongs to this job only
-                log.warning("job %d failed on %s: %s", job.id, engine.info.name, exc, exc_info=True)
+                # EngineError is expected (the request cannot be served); anything else is a bug: traceback
+                log.warning("job %d failed on %s: %s", job.id, engine.info.name, exc, exc_info=not isinstance(exc, EngineError))
                 self._finish(job, error=exc)
                 continue
             answer.timings.queue_wait_s = started - job.submitted

@@ -1,0 +1,101 @@
+"""The real `llava-bot run` process: SIGTERM stops it cleanly, and after a
+kill -9 the next start answers what was accepted but not answered."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+from tests.conftest import jpeg_bytes
+from tests.e2e.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
+from tests.e2e.test_bot import FOOTER, ref
+
+ROOT = Path(__file__).parents[2]
+
+
+def write_config(path: Path, fake: FakeDiscord, tiny_pair, journal: Path) -> Path:
+    path.write_text(
+        f"""
+[model]
+path = "{tiny_pair[0]}"
+mmproj = "{tiny_pair[1]}"
+n_ctx = 2048
+[generation]
+max_tokens = 12
+[images]
+allowed_hosts = ["127.0.0.1:{fake.port}"]
+[state]
+path = "{journal}"
+[discord]
+api_base = "{fake.api_base}"
+gateway_url = "{fake.gateway_url}"
+"""
+    )
+    return path
+
+
+async def start_bot(config: Path, fake: FakeDiscord, *extra: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": fake.token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--config", str(config), *extra,
+        cwd=config.parent, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    connects = fake.identifies + fake.resumes
+    await fake.wait_until(lambda: fake.identifies + fake.resumes > connects and fake.connected, timeout=60, what="bot connected")
+    return proc
+
+
+def journal_rows(path: Path) -> int:
+    return sqlite3.connect(path).execute("SELECT count(*) FROM jobs").fetchone()[0]
+
+
+async def test_sigterm_stops_cleanly(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
+    config = write_config(tmp_path / "bot.toml", fake, tiny_pair, tmp_path / "journal.sqlite3")
+    proc = await start_bot(config, fake)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    output = (await proc.stdout.read()).decode(errors="replace")
+    assert "stopping:" in output and "stopped" in output
+    assert "Traceback" not in output
+
+
+async def test_jobs_accepted_before_a_kill_are_answered_after_the_restart(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    config = write_config(tmp_path / "bot.toml", fake, tiny_pair, journal)
+    proc = await start_bot(config, fake, "--sync")
+    await fake.wait_until(lambda: fake.commands, what="commands synced")
+    # Both downloads hang, so both jobs are accepted (journaled) but not answered.
+    fake.delay_next("GET", r"/attachments/", 8, times=2)
+    msg = await fake.user_message(
+        ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what is it?",
+        attachments=[fake.add_attachment("a.jpg", jpeg_bytes())], mentions_bot=True,
+    )
+    inter = await fake.slash_command(BOB_ID, GENERAL_ID, "ask", {"image": fake.add_attachment("b.jpg", jpeg_bytes()), "question": "why?"})
+    await fake.wait_until(lambda: journal.exists() and journal_rows(journal) == 2, what="two journaled jobs")
+    proc.kill()  # kill -9
+    await proc.wait()
+    await proc.stdout.read()
+    assert fake.sent == []
+
+    proc = await start_bot(config, fake)
+    try:
+        # Both are replayed at once, so one may first show "⏳ #1 in line" and be edited.
+        first = await fake.wait_for_sent(lambda s: ref(s) == msg["id"], timeout=30)
+        answer = await fake.wait_for_sent(lambda s: s["id"] == first["id"] and "⏱" in s["content"], timeout=30)
+        assert FOOTER.search(answer["content"])
+        follow = await fake.wait_for_sent(lambda s: s.get("interaction_id") == inter.id and "⏱" in s["content"], timeout=30)
+        assert FOOTER.search(follow["content"])
+        await fake.wait_until(lambda: journal_rows(journal) == 0, what="journal emptied")
+        await asyncio.sleep(0.3)
+        # one message per job (a place-in-line note is edited into its answer, not added)
+        assert len({s["id"] for s in fake.sent}) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+        output = (await proc.stdout.read()).decode(errors="replace")
+    assert "answering 2 job(s) left unanswered by the previous run" in output
+    assert fake.token not in output
