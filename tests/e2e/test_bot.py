@@ -323,3 +323,12 @@ async def test_mention_without_an_image_explains_how_to_ask(fake: FakeDiscord, l
     await fake.user_message(BOB_ID, GENERAL_ID, f"<@{BOT_ID}> hello?", mentions_bot=True)
     reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
     assert reply["content"] == "⚠️ Attach an image (or reply to a message with one) and mention me with your question."
+
+
+async def test_links_in_the_question_are_never_fetched(fake: FakeDiscord, llava) -> None:
+    bot, runtime = await llava()
+    url = fake.add_file("/files/pic.jpg", jpeg_bytes(), "image/jpeg")  # on an allowed host, even
+    await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what is in {url} ?", mentions_bot=True)
+    reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
+    assert reply["content"].startswith("⚠️ Attach an image")
+    assert fake.downloads == []

@@ -99,3 +99,35 @@ async def test_jobs_accepted_before_a_kill_are_answered_after_the_restart(fake: 
         output = (await proc.stdout.read()).decode(errors="replace")
     assert "answering 2 job(s) left unanswered by the previous run" in output
     assert fake.token not in output
+
+
+async def test_the_token_never_appears_in_any_output(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
+    """Capture everything a debug run prints while things fail on purpose."""
+    config = write_config(tmp_path / "bot.toml", fake, tiny_pair, tmp_path / "journal.sqlite3")
+    # 1. a wrong token: one clear line, exit 2
+    wrong = "wrong-secret-token-0123456789"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": wrong}
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "-v", "--config", str(config),
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(done.communicate(), 60)
+    text = out.decode(errors="replace")
+    assert done.returncode == 2
+    assert text.strip().splitlines()[-1] == "llava-bot: Discord refused the token: Improper token has been passed."
+    assert wrong not in text
+
+    # 2. the right token, debug logging, and failures: a 500, then a 403 on sending, a bad file
+    proc = await start_bot(config, fake, "-v")
+    fake.fail_next("POST", r"^/channels/\d+/messages$", 500, times=1)
+    fake.fail_next("POST", r"^/channels/\d+/messages$", 403, times=1)
+    await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[fake.add_attachment("a.jpg", jpeg_bytes())], mentions_bot=True)
+    await fake.wait_until(lambda: len(fake.requests_to("POST", r"^/channels/\d+/messages$")) == 2, timeout=30, what="500 then 403")
+    await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[fake.add_attachment("b.txt", b"text")], mentions_bot=True)
+    await fake.wait_for_sent(lambda s: "not an image" in s["content"], timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 60)
+    text = (await proc.stdout.read()).decode(errors="replace")
+    assert "no permission to reply there" in text  # it did fail, and said so
+    assert "DEBUG" in text  # everything was logged
+    assert fake.token not in text
