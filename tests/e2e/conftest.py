@@ -14,7 +14,6 @@ import discord.http
 import pytest
 import yarl
 
-from bot.config import load_settings
 from tests.e2e.fake_discord import FakeDiscord
 
 
@@ -32,61 +31,18 @@ async def fake():
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
 
 
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 @pytest.fixture
 async def llava(fake: FakeDiscord, tiny_pair, monkeypatch: pytest.MonkeyPatch, tmp_path):
     """Start llava-bot against the fake; returns (bot, runtime). Closed afterwards."""
-    from bot.client import LlavaBot, point_at
-    from bot.journal import Journal
-    from bot.runtime import Runtime
+    from tests.e2e.harness import running_bot
 
-    monkeypatch.chdir(tiny_pair[0].parent)  # no stray config/bot.toml
-    started: list[tuple[Any, Any, asyncio.Task[None]]] = []
+    monkeypatch.chdir(tmp_path)  # no stray config/bot.toml
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(**settings_overrides: Any):
-        overrides = deep_merge(
-            {
-                "model": {"path": str(tiny_pair[0]), "mmproj": str(tiny_pair[1]), "n_ctx": 2048, "n_gpu_layers": 0},
-                "generation": {"max_tokens": 16, "max_tokens_limit": 64},
-                "images": {"allowed_hosts": [f"127.0.0.1:{fake.port}"]},
-                "discord": {"api_base": fake.api_base, "gateway_url": fake.gateway_url, "sync_commands": True},
-                "state": {"path": str(tmp_path / "journal.sqlite3")},
-            },
-            settings_overrides,
-        )
-        settings = load_settings(overrides=overrides)
-        point_at(settings.discord.api_base, settings.discord.gateway_url)
-        runtime = Runtime(settings)
-        await runtime.start()
-        journal = Journal(settings.state.path if settings.state.journal else None)
-        bot = LlavaBot(
-            settings, runtime, sync_commands=settings.discord.sync_commands, journal=journal, guild_ready_timeout=0.05
-        )
-        await bot.login(fake.token)
-        task = asyncio.create_task(bot.connect())
-        started.append((bot, runtime, task))
-        ready = asyncio.create_task(bot.wait_until_ready())
-        done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            ready.cancel()
-            if task in done:
-                task.result()
-            raise AssertionError("llava-bot was not ready within 10 s")
-        await fake.wait_until(lambda: fake.commands, what="commands synced")
-        return bot, runtime
+        async def start(**settings_overrides: Any):
+            return await stack.enter_async_context(running_bot(fake, tiny_pair, tmp_path, **settings_overrides))
 
-    yield start
-    for bot, runtime, task in started:
-        await bot.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 5)
-        await runtime.close()
+        yield start
 
 
 async def settle(seconds: float = 0.3) -> None:
