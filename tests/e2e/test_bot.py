@@ -332,3 +332,23 @@ async def test_links_in_the_question_are_never_fetched(fake: FakeDiscord, llava)
     reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
     assert reply["content"].startswith("⚠️ Attach an image")
     assert fake.downloads == []
+
+
+async def test_admin_role_may_sync_and_allowed_roles_gate_questions(fake: FakeDiscord, llava) -> None:
+    from tests.e2e.fake_discord import MOD_ROLE_ID
+
+    fake.add_user(CAROL_ID, "carol", roles=[MOD_ROLE_ID])
+    bot, runtime = await llava(discord={"admin_roles": [MOD_ROLE_ID], "allowed_roles": [MOD_ROLE_ID]})
+    await fake.user_message(CAROL_ID, GENERAL_ID, f"<@{BOT_ID}> sync", mentions_bot=True)
+    done = await fake.wait_for_sent(lambda s: s["via"] == "channel")
+    assert done["content"].startswith("Synced")
+    # bob has no allowed role: refused, nothing downloaded
+    att = fake.add_attachment("x.jpg", jpeg_bytes())
+    msg = await fake.user_message(BOB_ID, GENERAL_ID, f"<@{BOT_ID}> what?", attachments=[att], mentions_bot=True)
+    refusal = await fake.wait_for_sent(lambda s: ref(s) == msg["id"])
+    assert refusal["content"] == "⚠️ You need one of the allowed roles to ask me."
+    assert fake.downloads_of(att) == []
+    await fake.slash_command(BOB_ID, GENERAL_ID, "ask", {"image": att, "question": "q"})
+    callback = await fake.wait_for_callback(lambda c: c["type"] == 4)
+    assert callback["data"]["content"] == "⚠️ You need one of the allowed roles to ask me."
+    assert callback["data"]["flags"] & 64  # ephemeral
