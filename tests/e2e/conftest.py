@@ -14,7 +14,7 @@ import discord.http
 import pytest
 import yarl
 
-from tests.e2e.fake_discord import FakeDiscord
+from bot.testing.fake_discord import FakeDiscord
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ async def fake():
 @pytest.fixture
 async def llava(fake: FakeDiscord, tiny_pair, monkeypatch: pytest.MonkeyPatch, tmp_path):
     """Start llava-bot against the fake; returns (bot, runtime). Closed afterwards."""
-    from tests.e2e.harness import running_bot
+    from bot.testing.harness import running_bot
 
     monkeypatch.chdir(tmp_path)  # no stray config/bot.toml
     async with contextlib.AsyncExitStack() as stack:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from tests.e2e.fake_discord import BOT_ID, GENERAL_ID, FakeDiscord
-from tests.e2e.harness import running_bot
+from bot.testing.fake_discord import BOT_ID, GENERAL_ID, FakeDiscord
+from bot.testing.harness import running_bot
 
 FIRST_USER_ID = 100_000
 

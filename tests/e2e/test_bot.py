@@ -13,7 +13,7 @@ from PIL import Image
 from bot.engine.base import Answer
 from tests.conftest import jpeg_bytes, picture
 from tests.e2e.conftest import settle
-from tests.e2e.fake_discord import (
+from bot.testing.fake_discord import (
     ALICE_ID,
     BOB_ID,
     BOT_ID,
@@ -335,7 +335,7 @@ async def test_links_in_the_question_are_never_fetched(fake: FakeDiscord, llava)
 
 
 async def test_admin_role_may_sync_and_allowed_roles_gate_questions(fake: FakeDiscord, llava) -> None:
-    from tests.e2e.fake_discord import MOD_ROLE_ID
+    from bot.testing.fake_discord import MOD_ROLE_ID
 
     fake.add_user(CAROL_ID, "carol", roles=[MOD_ROLE_ID])
     bot, runtime = await llava(discord={"admin_roles": [MOD_ROLE_ID], "allowed_roles": [MOD_ROLE_ID]})

@@ -16,7 +16,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from tests.e2e.fake_discord import (
+from bot.testing.fake_discord import (
     ALICE_ID,
     APP_ID,
     BOB_ID,

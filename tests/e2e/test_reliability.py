@@ -21,7 +21,7 @@ from bot.cli import RESTARTING, _stop_gracefully
 from bot.reply import TIMEOUT_MARK
 from tests.conftest import jpeg_bytes, picture
 from tests.e2e.conftest import settle
-from tests.e2e.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
+from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
 from tests.e2e.test_bot import FOOTER, assert_no_pings, hold_engine, record_requests, ref
 
 CAROL_ID = 4

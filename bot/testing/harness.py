@@ -15,7 +15,7 @@ from bot.client import LlavaBot, point_at
 from bot.config import load_settings
 from bot.journal import Journal
 from bot.runtime import Runtime
-from tests.e2e.fake_discord import FakeDiscord
+from bot.testing.fake_discord import FakeDiscord
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
