@@ -129,6 +129,8 @@ class InferenceQueue:
         self.cancelled = 0
         self.refused = 0
         self.latencies: deque[float] = deque(maxlen=latency_window)
+        #: seconds an engine sat idle between two jobs while the next one was already waiting
+        self.idle_gaps: deque[float] = deque(maxlen=latency_window)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -247,13 +249,26 @@ class InferenceQueue:
 
     async def _consume(self, engine: Engine, executor: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
+        # When the engine thread last finished a job (perf_counter seconds).
+        last_end: list[float] = []
+
+        def run(job: _Job) -> Answer:  # in the engine's thread
+            begin = time.perf_counter()
+            if last_end and job.submitted < last_end[0]:
+                # This job was already waiting: the engine sat idle for this long.
+                self.idle_gaps.append(begin - last_end[0])
+            try:
+                return engine.generate(job.request)
+            finally:
+                last_end[:] = [time.perf_counter()]
+
         while True:
             job = await self._next_job()
             if job is None:
                 return
             started = time.perf_counter()
             try:
-                answer = await loop.run_in_executor(executor, engine.generate, job.request)
+                answer = await loop.run_in_executor(executor, run, job)
             except asyncio.CancelledError:
                 self._finish(job, error=QueueClosed("the bot stopped before answering"))
                 raise

@@ -250,3 +250,18 @@ async def test_per_user_rate_per_minute():
     assert (await queue.submit(req("later"), user_id=1).result()).text == "LATER"
     await queue.close()
     assert "too fast" not in engine.calls
+
+
+async def test_idle_gaps_are_measured_only_with_a_backlog():
+    engine = FakeEngine(delay=0.02)
+    queue = InferenceQueue(engine, max_size=50, per_user=50)
+    await queue.start()
+    handles = [queue.submit(req(f"q{i}"), user_id=1) for i in range(5)]  # a backlog
+    for h in handles:
+        await h.result()
+    assert len(queue.idle_gaps) == 4
+    assert all(0 <= gap < 0.5 for gap in queue.idle_gaps)
+    await asyncio.sleep(0.05)
+    await queue.submit(req("alone"), user_id=1).result()  # nothing was waiting: not a gap
+    assert len(queue.idle_gaps) == 4
+    await queue.close()
