@@ -140,7 +140,9 @@ DISCORD_CDN_HOSTS = ["cdn.discordapp.com", "media.discordapp.net"]
 class ImageSettings(_Section):
     max_bytes: int = Field(25 * 1024 * 1024, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
-    max_side: int = Field(1344, ge=16)
+    # None: 672 for LLaVA-1.5-style models (their encoder sees 336 px), 1344
+    # for the high-resolution formats (llava-1-6, minicpm-v-2.6).
+    max_side: int | None = Field(None, ge=16)
     jpeg_quality: int = Field(90, ge=10, le=100)
     # Hosts attachments may be downloaded from ("host" or "host:port"); nothing else is fetched.
     allowed_hosts: list[str] = Field(default_factory=lambda: list(DISCORD_CDN_HOSTS))

@@ -55,12 +55,21 @@ def build_engine(settings: Settings, files: ModelFiles | None = None) -> LlamaCp
     return LlamaCppEngine.from_settings(model)
 
 
+#: chat formats whose image encoder tiles high-resolution pictures
+HIGH_RES_FORMATS = frozenset({"llava-1-6", "minicpm-v-2.6"})
+
+
 def image_limits(settings: Settings) -> ImageLimits:
     images = settings.images
+    max_side = images.max_side
+    if max_side is None:
+        # LLaVA-1.5's CLIP sees 336 px: twice that keeps detail for its own
+        # resize and costs a quarter of the decoding of 1344 px.
+        max_side = 1344 if settings.model.chat_format in HIGH_RES_FORMATS else 672
     return ImageLimits(
         max_bytes=images.max_bytes,
         max_pixels=images.max_pixels,
-        max_side=images.max_side,
+        max_side=max_side,
         jpeg_quality=images.jpeg_quality,
     )
 

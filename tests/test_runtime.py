@@ -55,3 +55,11 @@ def test_builtin_model_is_the_default(caplog, monkeypatch, tmp_path) -> None:
     files = resolve_model(load_settings())
     assert files.builtin and files.path.is_file() and files.mmproj.is_file()
     assert "built-in tiny random model" in caplog.text
+
+
+def test_max_side_follows_the_chat_format_unless_set() -> None:
+    from bot.runtime import image_limits
+
+    assert image_limits(load_settings()).max_side == 672
+    assert image_limits(load_settings(overrides={"model": {"chat_format": "llava-1-6"}})).max_side == 1344
+    assert image_limits(load_settings(overrides={"images": {"max_side": 500}})).max_side == 500
