@@ -247,6 +247,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- bench ----------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from bot.bench import run_bench, table
+
+    settings = _settings(args)
+    _setup_logging("WARNING", args.verbose)
+
+    def progress(step: str) -> None:
+        if not args.json:
+            print(f"  … {step}", file=sys.stderr, flush=True)
+
+    result = asyncio.run(run_bench(settings, requests=args.requests, max_tokens=args.max_tokens, progress=progress))
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return EXIT_OK
+
+
 # -- entry point ----------------------------------------------------------------
 
 
@@ -273,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sync", action="store_true", help="register the slash commands with Discord at start-up")
     common(run)
     run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="measure what the bot adds on top of the model (see BENCHMARKS.md)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    bench.add_argument("--requests", type=int, default=8, metavar="N", help="questions per measurement (default 8)")
+    bench.add_argument("--max-tokens", type=int, default=32, metavar="N", help="answer length (default 32)")
+    common(bench)
+    bench.set_defaults(func=cmd_bench)
 
     doctor = sub.add_parser("doctor", help="check the build, the GPU, the model files and where CLIP runs")
     common(doctor)

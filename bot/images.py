@@ -394,7 +394,9 @@ def _decode(im: ImageFile.ImageFile, max_side: int) -> tuple[int, Image.Image]:
     rgb = _to_rgb(im)
     target = _fit(rgb.width, rgb.height, max_side)
     if target != rgb.size:
-        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        # HAMMING: made for downscaling, sharp enough for a model that scales
+        # to 336 px itself, and twice as fast as LANCZOS (bench, part 3).
+        rgb = rgb.resize(target, Image.Resampling.HAMMING, reducing_gap=3.0)
     return frames, rgb
 
 

@@ -107,3 +107,23 @@ def test_doctor_reports_where_clip_ran() -> None:
     if not llama_cpp.llama_supports_gpu_offload():
         assert "GPU offload in build   no" in out
         assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in out
+
+
+BENCH_KEYS = {
+    "overhead_ms_p50", "overhead_ms_p95", "overhead_ratio", "loop_lag_ms_max", "loop_lag_ms_p99",
+    "prep_jpeg_ms", "prep_jpeg_plain_ms", "idle_gap_ms_median", "first_ttft_ms", "followup_ttft_ms",
+    "clip_backend", "tokens_per_s",
+}
+
+
+def test_bench_json_has_every_documented_key(tiny_pair) -> None:
+    """A small run on the tiny pair: the command works end to end (the numbers are BENCHMARKS.md's business)."""
+    import json
+
+    done = run("bench", "--json", "--requests", "2", "--max-tokens", "4", "--model", str(tiny_pair[0]), "--mmproj", str(tiny_pair[1]))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert BENCH_KEYS <= set(result)
+    assert result["clip_backend"] in ("CPU",) or result["clip_backend"].startswith("CUDA")
+    assert result["overhead_ratio"] > 0 and result["first_ttft_ms"] > 0 and result["followup_ttft_ms"] > 0
+    assert result["prep_jpeg_ms"] > 0 and result["prep_jpeg_plain_ms"] > 0

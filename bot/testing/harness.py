@@ -27,8 +27,15 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    fake: FakeDiscord, model_files: tuple[Path, Path], state_dir: Path, /, **settings_overrides: Any
+    fake: FakeDiscord,
+    model_files: tuple[Path, Path],
+    state_dir: Path,
+    /,
+    runtime: Runtime | None = None,
+    **settings_overrides: Any,
 ) -> AsyncIterator[tuple[LlavaBot, Runtime]]:
+    """Run llava-bot against ``fake``; with ``runtime``, use that (already
+    started) model side instead of loading one, and leave it running."""
     overrides = deep_merge(
         {
             "model": {"path": str(model_files[0]), "mmproj": str(model_files[1]), "n_ctx": 2048, "n_gpu_layers": 0},
@@ -41,8 +48,10 @@ async def running_bot(
     )
     settings = load_settings(overrides=overrides)
     point_at(settings.discord.api_base, settings.discord.gateway_url)
-    runtime = Runtime(settings)
-    await runtime.start()
+    own_runtime = runtime is None
+    if runtime is None:
+        runtime = Runtime(settings)
+        await runtime.start()
     journal = Journal(settings.state.path if settings.state.journal else None)
     bot = LlavaBot(settings, runtime, sync_commands=settings.discord.sync_commands, journal=journal, guild_ready_timeout=0.05)
     task: asyncio.Task[None] | None = None
@@ -64,4 +73,5 @@ async def running_bot(
         if task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 5)
-        await runtime.close()
+        if own_runtime:
+            await runtime.close()
