@@ -4,43 +4,20 @@ in the environment, pointed at the local fake Discord."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 from tests.conftest import jpeg_bytes
 from bot.testing.fake_discord import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord
+from tests.e2e.test_restart import start_bot, write_config
 
-ROOT = Path(__file__).parents[2]
 FOOTER = re.compile(r"\n-# ⏱ queue .* tok/s · total \d+\.\d\d s$")
 
 
 async def test_run_answers_a_mention_ask_and_the_menu(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
-    config = tmp_path / "bot.toml"
-    config.write_text(
-        f"""
-[model]
-path = "{tiny_pair[0]}"
-mmproj = "{tiny_pair[1]}"
-n_ctx = 2048
-[generation]
-max_tokens = 12
-[images]
-allowed_hosts = ["127.0.0.1:{fake.port}"]
-[state]
-path = "{tmp_path / 'journal.sqlite3'}"
-[discord]
-api_base = "{fake.api_base}"
-gateway_url = "{fake.gateway_url}"
-"""
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": fake.token}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "--config", str(config), "--sync",
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
+    config = write_config(tmp_path / "bot.toml", fake, tiny_pair, tmp_path / "journal.sqlite3")
+    proc = await start_bot(config, fake, "--sync")
     try:
         await fake.wait_until(lambda: fake.connected and fake.commands, timeout=60, what="bot connected and synced")
         att = fake.add_attachment("a.jpg", jpeg_bytes())
