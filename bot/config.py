@@ -187,17 +187,17 @@ class ModerationSettings(_Section):
     caption_max_tokens: int = Field(60, ge=1)
 
 
-_file_data: ContextVar[dict[str, Any]] = ContextVar("llava_bot_file_data", default={})
+_file_data: ContextVar[dict[str, Any] | None] = ContextVar("llava_bot_file_data", default=None)
 
 
 class _TomlDataSource(PydanticBaseSettingsSource):
     """The parsed TOML file, handed in by :func:`load_settings`."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _file_data.get().get(field_name), field_name, False
+        return (_file_data.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get())
+        return dict(_file_data.get() or {})
 
 
 class Settings(BaseSettings):

@@ -8,7 +8,7 @@ types from the annotations, and the Range bound is a run-time value.)
 """
 
 import logging
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -59,7 +59,7 @@ class Commands(commands.Cog):
         interaction: discord.Interaction,
         source: ImageSource,
         question: str,
-        max_tokens: Optional[int],
+        max_tokens: int | None,
     ) -> None:
         spec = JobSpec(
             kind="interaction",
@@ -86,7 +86,7 @@ class Commands(commands.Cog):
             interaction: discord.Interaction,
             image: discord.Attachment,
             question: app_commands.Range[str, 1, 2000],
-            max_tokens: Optional[app_commands.Range[int, 1, limit]] = None,
+            max_tokens: app_commands.Range[int, 1, limit] | None = None,
         ) -> None:
             """Ask a question about an image."""
             if await self._start(interaction):

@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -108,10 +108,6 @@ def _looks_like_image(attachment: discord.Attachment) -> bool:
     # checked by content afterwards.  No declared type: download and look.
     kind = (attachment.content_type or "").split(";")[0].strip().lower()
     return not kind or kind.startswith("image/")
-
-
-def attachments_of(message: discord.Message) -> list[discord.Attachment]:
-    return list(message.attachments)
 
 
 def split_attachments(

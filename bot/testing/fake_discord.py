@@ -31,8 +31,9 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Optional
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -162,7 +163,7 @@ class RecordedRequest:
     files: list[dict[str, Any]]  # multipart files: name, filename, content_type, data, size
     headers: dict[str, str]
     time: float  # time.monotonic()
-    status: Optional[int] = None  # filled in once answered
+    status: int | None = None  # filled in once answered
     injected: bool = False  # answered by a fail_next/delay_next rule
     api: bool = True  # under /api/v10
 
@@ -190,11 +191,11 @@ class FailureRule:
 
     method: str  # "*" matches any method
     pattern: re.Pattern
-    status: Optional[int]  # None: only delay, then answer normally
-    times: Optional[int]  # None: until clear_failures()
-    retry_after: Optional[float] = None
-    code: Optional[int] = None
-    message: Optional[str] = None
+    status: int | None  # None: only delay, then answer normally
+    times: int | None  # None: until clear_failures()
+    retry_after: float | None = None
+    code: int | None = None
+    message: str | None = None
     body: Any = None
     global_: bool = False
     headers: dict[str, str] = field(default_factory=dict)
@@ -217,9 +218,9 @@ class FakeInteraction:
     created: float  # time.monotonic()
     channel_id: int
     command_type: int  # data.type: 1 chat input, 2 user, 3 message
-    callback_type: Optional[int] = None
-    callback_data: Optional[dict[str, Any]] = None
-    original_message_id: Optional[int] = None
+    callback_type: int | None = None
+    callback_data: dict[str, Any] | None = None
+    original_message_id: int | None = None
     loading: bool = False  # deferred (type 5) and not yet filled in
     ephemeral: bool = False
     followup_ids: list[int] = field(default_factory=list)
@@ -234,21 +235,21 @@ class _Conn:
         self.query = dict(request.query)
         self.queue: asyncio.Queue = asyncio.Queue()
         self.live = False  # session events flow to this connection
-        self.writer: Optional[asyncio.Task] = None
-        self.close_code: Optional[int] = None
+        self.writer: asyncio.Task | None = None
+        self.close_code: int | None = None
 
-    def send(self, frame: dict[str, Any], entry: Optional[GatewayEvent] = None) -> None:
+    def send(self, frame: dict[str, Any], entry: GatewayEvent | None = None) -> None:
         self.queue.put_nowait((json.dumps(frame), entry))
 
 
 class _ApiError(Exception):
-    def __init__(self, status: int, code: int, message: str, errors: Optional[dict] = None) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.errors = status, code, message, errors
 
 
-def _iso(ts: Optional[float] = None) -> str:
-    return _dt.datetime.fromtimestamp(time.time() if ts is None else ts, tz=_dt.timezone.utc).isoformat()
+def _iso(ts: float | None = None) -> str:
+    return _dt.datetime.fromtimestamp(time.time() if ts is None else ts, tz=_dt.UTC).isoformat()
 
 
 def _form_error(field_name: str, code: str, message: str) -> _ApiError:
@@ -278,14 +279,14 @@ class FakeDiscord:
         self.token = token
         self.heartbeat_interval = heartbeat_interval  # ms, sent in HELLO
         self.host = host
-        self.port: Optional[int] = None
+        self.port: int | None = None
 
         # knobs
         self.ack_heartbeats = True  # False: never answer op 1 (zombie connection)
         self.privileged_intents = True  # False: IDENTIFY asking for a privileged intent is closed with 4014
         self.reject_resumes = False  # True: answer RESUME with op 9 (session not resumable)
-        self.interaction_ack_timeout: Optional[float] = 3.0  # callback later than this: 404 10062
-        self.interaction_token_lifetime: Optional[float] = 900.0  # follow-ups after this: 401 50027
+        self.interaction_ack_timeout: float | None = 3.0  # callback later than this: 404 10062
+        self.interaction_token_lifetime: float | None = 900.0  # follow-ups after this: 401 50027
         self.attachment_size_limit = 10 * 1024 * 1024  # sent in interactions
         self.upload_limit = 10 * 1024 * 1024  # bot uploads above this: 413 40005
 
@@ -296,7 +297,7 @@ class FakeDiscord:
         self.channels: dict[int, dict[str, Any]] = {}  # guild and DM channels
         self.guild: dict[str, Any] = {}
         self.messages: dict[int, dict[str, Any]] = {}  # every message by id (user and bot)
-        self.commands: dict[Optional[int], list[dict[str, Any]]] = {None: []}  # None: global; else guild id
+        self.commands: dict[int | None, list[dict[str, Any]]] = {None: []}  # None: global; else guild id
         self.interactions: dict[int, FakeInteraction] = {}
         self._build_model()
 
@@ -327,21 +328,21 @@ class FakeDiscord:
 
         # gateway session
         self._conns: list[_Conn] = []
-        self._conn: Optional[_Conn] = None
-        self.session_id: Optional[str] = None
+        self._conn: _Conn | None = None
+        self.session_id: str | None = None
         self._seq = 0
         self._log: list[GatewayEvent] = []
         self._intents = 0
-        self._shard: Optional[list[int]] = None
+        self._shard: list[int] | None = None
 
         self._snowflake_last = 0
-        self._change: Optional[asyncio.Event] = None
-        self._runner: Optional[web.AppRunner] = None
+        self._change: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
         self._routes = self._build_routes()
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> "FakeDiscord":
+    async def start(self) -> FakeDiscord:
         app = web.Application(client_max_size=200 * 1024 * 1024)
         app.router.add_route("GET", "/gateway", self._gateway_handler)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._api_handler)
@@ -363,7 +364,7 @@ class FakeDiscord:
             if not conn.ws.closed:
                 try:
                     await asyncio.wait_for(conn.ws.close(code=1001, message=b"fake shutting down"), 2)
-                except (asyncio.TimeoutError, Exception):
+                except (TimeoutError, Exception):
                     pass
             if conn.writer is not None:
                 conn.writer.cancel()
@@ -374,7 +375,7 @@ class FakeDiscord:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "FakeDiscord":
+    async def __aenter__(self) -> FakeDiscord:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -508,7 +509,7 @@ class FakeDiscord:
         return user
 
     def add_text_channel(
-        self, channel_id: int, name: str, *, position: int = 0, overwrites: Optional[list[dict[str, Any]]] = None, **extra: Any
+        self, channel_id: int, name: str, *, position: int = 0, overwrites: list[dict[str, Any]] | None = None, **extra: Any
     ) -> dict[str, Any]:
         """Add a guild text channel. Call before the bot connects."""
         channel = {
@@ -529,7 +530,7 @@ class FakeDiscord:
         self.channels[channel_id] = channel
         return channel
 
-    def add_dm_channel(self, user_id: int, channel_id: Optional[int] = None) -> dict[str, Any]:
+    def add_dm_channel(self, user_id: int, channel_id: int | None = None) -> dict[str, Any]:
         """The DM channel between the bot and ``user_id`` (created if needed)."""
         for ch in self.channels.values():
             if ch["type"] == 1 and ch["recipients"][0]["id"] == str(user_id):
@@ -558,7 +559,7 @@ class FakeDiscord:
             m["user"] = self.users[user_id]
         return m
 
-    def permissions(self, user_id: int, channel_id: Optional[int] = None) -> int:
+    def permissions(self, user_id: int, channel_id: int | None = None) -> int:
         """Effective permissions of ``user_id`` (in ``channel_id`` when given), Discord's algorithm."""
         if channel_id is not None and self._is_dm(channel_id):
             return Perm.DM_DEFAULT
@@ -613,20 +614,20 @@ class FakeDiscord:
                 return value
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise asyncio.TimeoutError(f"timed out after {timeout}s waiting for {what}")
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
             assert self._change is not None, "fake not started"
             ev = self._change
             try:
                 await asyncio.wait_for(ev.wait(), min(remaining, 0.25))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def wait_for_sent(
-        self, predicate: Optional[Callable[[dict[str, Any]], bool]] = None, timeout: float = 10.0, *, start: int = 0
+        self, predicate: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 10.0, *, start: int = 0
     ) -> dict[str, Any]:
         """The first record in ``sent[start:]`` matching ``predicate`` (waiting for it if needed)."""
 
-        def find() -> Optional[dict[str, Any]]:
+        def find() -> dict[str, Any] | None:
             for rec in self.sent[start:]:
                 if predicate is None or predicate(rec):
                     return rec
@@ -639,7 +640,7 @@ class FakeDiscord:
     ) -> RecordedRequest:
         pattern = re.compile(path_regex)
 
-        def find() -> Optional[RecordedRequest]:
+        def find() -> RecordedRequest | None:
             for r in self.requests[start:]:
                 if (method == "*" or r.method == method) and pattern.search(r.path) and r.status is not None:
                     return r
@@ -648,9 +649,9 @@ class FakeDiscord:
         return await self.wait_until(find, timeout, f"{method} {path_regex}")
 
     async def wait_for_callback(
-        self, predicate: Optional[Callable[[dict[str, Any]], bool]] = None, timeout: float = 10.0
+        self, predicate: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 10.0
     ) -> dict[str, Any]:
-        def find() -> Optional[dict[str, Any]]:
+        def find() -> dict[str, Any] | None:
             return next((c for c in self.callbacks if predicate is None or predicate(c)), None)
 
         return await self.wait_until(find, timeout, "an interaction callback")
@@ -669,14 +670,14 @@ class FakeDiscord:
         method: str,
         path_regex: str,
         status: int,
-        times: Optional[int] = 1,
-        retry_after: Optional[float] = None,
+        times: int | None = 1,
+        retry_after: float | None = None,
         *,
-        code: Optional[int] = None,
-        message: Optional[str] = None,
+        code: int | None = None,
+        message: str | None = None,
         body: Any = None,
         global_: bool = False,
-        headers: Optional[dict[str, str]] = None,
+        headers: dict[str, str] | None = None,
         delay: float = 0.0,
     ) -> FailureRule:
         """Answer the next ``times`` requests matching ``method`` ("*": any) and ``path_regex`` with ``status``.
@@ -702,7 +703,7 @@ class FakeDiscord:
         self.failures.append(rule)
         return rule
 
-    def delay_next(self, method: str, path_regex: str, seconds: float, times: Optional[int] = 1) -> FailureRule:
+    def delay_next(self, method: str, path_regex: str, seconds: float, times: int | None = 1) -> FailureRule:
         """Delay the next matching requests by ``seconds``, then answer them normally."""
         rule = FailureRule(method=method.upper(), pattern=re.compile(path_regex), status=None, times=times, delay=seconds)
         self.failures.append(rule)
@@ -711,7 +712,7 @@ class FakeDiscord:
     def clear_failures(self) -> None:
         self.failures.clear()
 
-    def _take_rule(self, method: str, path: str) -> Optional[FailureRule]:
+    def _take_rule(self, method: str, path: str) -> FailureRule | None:
         for rule in self.failures:
             if rule.matches(method, path):
                 rule.hits += 1
@@ -754,7 +755,7 @@ class FakeDiscord:
     # ------------------------------------------------------------------ HTTP plumbing
 
     @staticmethod
-    def _json(data: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> web.Response:
+    def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
         # Exactly "application/json": discord.py's json_or_text compares the header verbatim.
         return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json", headers=headers)
 
@@ -1064,7 +1065,7 @@ class FakeDiscord:
         return self.add_attachment(f["filename"], f["data"], content_type=f.get("content_type"), channel_id=channel_id)
 
     def _resolve_mentions(
-        self, content: str, allowed: Optional[dict[str, Any]], replied_author: Optional[int], guild: bool
+        self, content: str, allowed: dict[str, Any] | None, replied_author: int | None, guild: bool
     ) -> tuple[list[dict[str, Any]], list[str], bool]:
         """What Discord would actually ping, honouring allowed_mentions (absent: everything parses)."""
         parse = set(allowed.get("parse", [])) if allowed is not None else {"users", "roles", "everyone"}
@@ -1103,10 +1104,10 @@ class FakeDiscord:
         mentions: list[dict[str, Any]] = (),  # type: ignore[assignment]
         mention_roles: list[str] = (),  # type: ignore[assignment]
         mention_everyone: bool = False,
-        reference: Optional[dict[str, Any]] = None,
+        reference: dict[str, Any] | None = None,
         msg_type: int = 0,
         flags: int = 0,
-        extra: Optional[dict[str, Any]] = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         ch = self._channel(channel_id)
         msg: dict[str, Any] = {
@@ -1169,7 +1170,7 @@ class FakeDiscord:
         *,
         msg_type: int = 0,
         flags: int = 0,
-        extra: Optional[dict[str, Any]] = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if sum(f["size"] for f in files) > self.upload_limit:
             raise _ApiError(413, 40005, "Request entity too large")
@@ -1210,7 +1211,7 @@ class FakeDiscord:
         self,
         msg: dict[str, Any],
         via: str,
-        payload: Optional[dict[str, Any]],
+        payload: dict[str, Any] | None,
         files: list[dict[str, Any]],
         **extra: Any,
     ) -> dict[str, Any]:
@@ -1299,7 +1300,7 @@ class FakeDiscord:
         self._echo("MESSAGE_UPDATE", msg)
         return self._json(self._rest_message(msg))
 
-    def _forget_message(self, msg: dict[str, Any], via: str) -> Optional[GatewayEvent]:
+    def _forget_message(self, msg: dict[str, Any], via: str) -> GatewayEvent | None:
         del self.messages[int(msg["id"])]
         self.deleted.append(
             {"id": int(msg["id"]), "channel_id": int(msg["channel_id"]), "via": via, "time": time.monotonic()}
@@ -1354,13 +1355,13 @@ class FakeDiscord:
         if int(app) != APP_ID:
             raise _ApiError(404, 10002, "Unknown Application")
 
-    def _scope(self, gid: Optional[str]) -> Optional[int]:
+    def _scope(self, gid: str | None) -> int | None:
         if gid is None:
             return None
         self._check_guild(gid)
         return int(gid)
 
-    def _command_record(self, data: dict[str, Any], scope: Optional[int], old: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def _command_record(self, data: dict[str, Any], scope: int | None, old: dict[str, Any] | None) -> dict[str, Any]:
         cmd = dict(data)
         cmd.setdefault("type", 1)
         cmd.setdefault("description", "")
@@ -1377,11 +1378,11 @@ class FakeDiscord:
             cmd.setdefault("integration_types", [0])
         return cmd
 
-    async def _list_commands(self, rec: RecordedRequest, app: str, gid: Optional[str] = None) -> web.Response:
+    async def _list_commands(self, rec: RecordedRequest, app: str, gid: str | None = None) -> web.Response:
         self._check_app(app)
         return self._json(self.commands.get(self._scope(gid), []))
 
-    async def _put_commands(self, rec: RecordedRequest, app: str, gid: Optional[str] = None) -> web.Response:
+    async def _put_commands(self, rec: RecordedRequest, app: str, gid: str | None = None) -> web.Response:
         self._check_app(app)
         scope = self._scope(gid)
         old = {(c["name"], c["type"]): c for c in self.commands.get(scope, [])}
@@ -1390,7 +1391,7 @@ class FakeDiscord:
         self._notify()
         return self._json(new)
 
-    async def _post_command(self, rec: RecordedRequest, app: str, gid: Optional[str] = None) -> web.Response:
+    async def _post_command(self, rec: RecordedRequest, app: str, gid: str | None = None) -> web.Response:
         self._check_app(app)
         scope = self._scope(gid)
         cmds = self.commands.setdefault(scope, [])
@@ -1404,17 +1405,17 @@ class FakeDiscord:
         self._notify()
         return self._json(cmd, status=200 if old else 201)
 
-    def _find_stored_command(self, scope: Optional[int], cmd_id: str) -> dict[str, Any]:
+    def _find_stored_command(self, scope: int | None, cmd_id: str) -> dict[str, Any]:
         for c in self.commands.get(scope, []):
             if c["id"] == cmd_id:
                 return c
         raise _ApiError(404, 10063, "Unknown application command")
 
-    async def _get_command(self, rec: RecordedRequest, app: str, cmd: str, gid: Optional[str] = None) -> web.Response:
+    async def _get_command(self, rec: RecordedRequest, app: str, cmd: str, gid: str | None = None) -> web.Response:
         self._check_app(app)
         return self._json(self._find_stored_command(self._scope(gid), cmd))
 
-    async def _patch_command(self, rec: RecordedRequest, app: str, cmd: str, gid: Optional[str] = None) -> web.Response:
+    async def _patch_command(self, rec: RecordedRequest, app: str, cmd: str, gid: str | None = None) -> web.Response:
         self._check_app(app)
         scope = self._scope(gid)
         old = self._find_stored_command(scope, cmd)
@@ -1424,7 +1425,7 @@ class FakeDiscord:
         self._notify()
         return self._json(new)
 
-    async def _delete_command(self, rec: RecordedRequest, app: str, cmd: str, gid: Optional[str] = None) -> web.Response:
+    async def _delete_command(self, rec: RecordedRequest, app: str, cmd: str, gid: str | None = None) -> web.Response:
         self._check_app(app)
         scope = self._scope(gid)
         self.commands[scope].remove(self._find_stored_command(scope, cmd))
@@ -1438,7 +1439,7 @@ class FakeDiscord:
     def guild_commands(self, guild_id: int = GUILD_ID) -> list[dict[str, Any]]:
         return self.commands.get(guild_id, [])
 
-    def find_command(self, name: str, type: int = 1, guild_id: Optional[int] = GUILD_ID) -> Optional[dict[str, Any]]:
+    def find_command(self, name: str, type: int = 1, guild_id: int | None = GUILD_ID) -> dict[str, Any] | None:
         """A registered command by name/type: the guild's first, then global."""
         for scope in ([guild_id] if guild_id is not None else []) + [None]:
             for c in self.commands.get(scope, []):
@@ -1604,13 +1605,13 @@ class FakeDiscord:
         self,
         filename: str,
         data: bytes,
-        content_type: Optional[str] = None,
-        size: Optional[int] = None,
+        content_type: str | None = None,
+        size: int | None = None,
         *,
-        width: Optional[int] = None,
-        height: Optional[int] = None,
+        width: int | None = None,
+        height: int | None = None,
         channel_id: int = GENERAL_ID,
-        url: Optional[str] = None,
+        url: str | None = None,
         delay: float = 0.0,
         status: int = 200,
     ) -> dict[str, Any]:
@@ -1894,7 +1895,7 @@ class FakeDiscord:
         return True
 
     def _dispatch(
-        self, t: str, d: dict[str, Any], *, conn: Optional[_Conn] = None, replayable: bool = True
+        self, t: str, d: dict[str, Any], *, conn: _Conn | None = None, replayable: bool = True
     ) -> GatewayEvent:
         """Log a DISPATCH in the current session and send it now if a connection is live."""
         if self.session_id is None:
@@ -1928,8 +1929,8 @@ class FakeDiscord:
     async def _delivered(self, entry: GatewayEvent, timeout: float) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(entry.delivered), timeout)
-        except asyncio.TimeoutError:
-            raise asyncio.TimeoutError(f"{entry.t} (s={entry.seq}) not delivered within {timeout}s") from None
+        except TimeoutError:
+            raise TimeoutError(f"{entry.t} (s={entry.seq}) not delivered within {timeout}s") from None
 
     async def drop_connection(self, code: int = 4000, *, abrupt: bool = False) -> None:
         """Close the current gateway websocket from the server side; the client reconnects and resumes.
@@ -1984,7 +1985,7 @@ class FakeDiscord:
         content: str = "",
         attachments: Iterable[dict[str, Any]] = (),
         mentions_bot: bool = False,
-        reference_message_id: Optional[int] = None,
+        reference_message_id: int | None = None,
         *,
         ping_reply: bool = False,
         embeds: Iterable[dict[str, Any]] = (),
@@ -2083,7 +2084,7 @@ class FakeDiscord:
         self.interactions[iid] = it
         return it
 
-    def _command_data(self, name: str, ctype: int, channel_id: int, guild_command: Optional[bool]) -> dict[str, Any]:
+    def _command_data(self, name: str, ctype: int, channel_id: int, guild_command: bool | None) -> dict[str, Any]:
         in_guild = not self._is_dm(channel_id)
         registered = None
         scope_guild = False
@@ -2102,7 +2103,7 @@ class FakeDiscord:
         data["_registered"] = registered
         return data
 
-    def _option(self, name: str, value: Any, spec: Optional[dict[str, Any]], resolved: dict[str, dict], is_guild: bool) -> dict[str, Any]:
+    def _option(self, name: str, value: Any, spec: dict[str, Any] | None, resolved: dict[str, dict], is_guild: bool) -> dict[str, Any]:
         if spec is not None:
             otype = spec["type"]
         elif isinstance(value, dict) and "filename" in value:
@@ -2159,10 +2160,10 @@ class FakeDiscord:
         user_id: int,
         channel_id: int,
         name: str,
-        options: Optional[dict[str, Any]] = None,
-        attachments: Optional[dict[str, dict[str, Any]]] = None,
+        options: dict[str, Any] | None = None,
+        attachments: dict[str, dict[str, Any]] | None = None,
         *,
-        guild_command: Optional[bool] = None,
+        guild_command: bool | None = None,
         timeout: float = 10.0,
     ) -> FakeInteraction:
         """A user runs ``/name`` -> INTERACTION_CREATE (type 2, chat input); returns the interaction once sent.
@@ -2199,7 +2200,7 @@ class FakeDiscord:
         return it
 
     async def message_context_menu(
-        self, user_id: int, channel_id: int, name: str, target_message_id: int, *, guild_command: Optional[bool] = None, timeout: float = 10.0
+        self, user_id: int, channel_id: int, name: str, target_message_id: int, *, guild_command: bool | None = None, timeout: float = 10.0
     ) -> FakeInteraction:
         """A user runs the message command ``name`` on a stored message -> INTERACTION_CREATE (data.type 3)."""
         target = self.messages.get(int(target_message_id))
@@ -2214,7 +2215,7 @@ class FakeDiscord:
         return it
 
     async def user_context_menu(
-        self, user_id: int, channel_id: int, name: str, target_user_id: int, *, guild_command: Optional[bool] = None, timeout: float = 10.0
+        self, user_id: int, channel_id: int, name: str, target_user_id: int, *, guild_command: bool | None = None, timeout: float = 10.0
     ) -> FakeInteraction:
         """A user runs the user command ``name`` on ``target_user_id`` -> INTERACTION_CREATE (data.type 2)."""
         data = self._command_data(name, 2, channel_id, guild_command)

@@ -8,11 +8,8 @@ import re
 import threading
 
 import pytest
-from PIL import Image
 
 from bot.engine.base import Answer
-from tests.conftest import jpeg_bytes, picture
-from tests.e2e.conftest import settle
 from bot.testing.fake_discord import (
     ALICE_ID,
     BOB_ID,
@@ -25,6 +22,8 @@ from bot.testing.fake_discord import (
     OWNER_ID,
     FakeDiscord,
 )
+from tests.conftest import jpeg_bytes, picture
+from tests.e2e.conftest import settle
 
 FOOTER = re.compile(r"\n-# ⏱ queue \d+\.\d\d s · image \d+\.\d\d s · prompt \d+\.\d\d s · \d+ tok @ [\d.]+ tok/s · total \d+\.\d\d s$")
 CAROL_ID = 4

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import discord
 import discord.gateway
 import discord.http
 import pytest
-import yarl
 from discord import app_commands
 from discord.ext import commands
 

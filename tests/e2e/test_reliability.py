@@ -19,9 +19,9 @@ from PIL import Image
 
 from bot.cli import RESTARTING, _stop_gracefully
 from bot.reply import TIMEOUT_MARK
+from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
 from tests.conftest import jpeg_bytes, picture
 from tests.e2e.conftest import settle
-from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
 from tests.e2e.test_bot import FOOTER, assert_no_pings, hold_engine, record_requests, ref
 
 CAROL_ID = 4

@@ -10,8 +10,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from tests.conftest import jpeg_bytes
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
+from tests.conftest import jpeg_bytes
 from tests.e2e.test_bot import FOOTER, ref
 
 ROOT = Path(__file__).parents[2]

@@ -8,8 +8,8 @@ import re
 import signal
 from pathlib import Path
 
-from tests.conftest import jpeg_bytes
 from bot.testing.fake_discord import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord
+from tests.conftest import jpeg_bytes
 from tests.e2e.test_restart import start_bot, write_config
 
 FOOTER = re.compile(r"\n-# ⏱ queue .* tok/s · total \d+\.\d\d s$")
