@@ -187,6 +187,23 @@ class ModerationSettings(_Section):
     caption_max_tokens: int = Field(60, ge=1)
 
 
+class EngineSettings(_Section):
+    # "local": the model in this process ([model]); "openai": an OpenAI-compatible
+    # server (llama-server --mmproj, python -m llama_cpp.server, vLLM, Ollama /v1).
+    kind: Literal["local", "openai"] = "local"
+    url: str | None = None  # openai: the API base, e.g. http://127.0.0.1:8080/v1
+    model: str = "llava"  # openai: the model name sent with each request
+    api_key_env: str | None = None  # openai: name of the environment variable with the API key
+    name: str | None = None  # shown in /status and logs (default: "local" or the URL)
+    timeout_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> EngineSettings:
+        if self.kind == "openai" and not self.url:
+            raise ValueError("an engine of kind 'openai' needs a url")
+        return self
+
+
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("llava_bot_file_data", default=None)
 
 
@@ -215,10 +232,18 @@ class Settings(BaseSettings):
     discord: DiscordSettings = DiscordSettings()
     moderation: ModerationSettings = ModerationSettings()
     state: StateSettings = StateSettings()
+    # Engines fed from the one queue, one consumer each. Default: the local model.
+    engines: list[EngineSettings] = Field(default_factory=lambda: [EngineSettings()], min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where generated models (the built-in tiny pair) are kept; None means
     # $XDG_CACHE_HOME/llava-bot or ~/.cache/llava-bot.
     cache_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_local_engine(self) -> Settings:
+        if sum(e.kind == "local" for e in self.engines) > 1:
+            raise ValueError("engines: at most one engine of kind 'local' (one model per process)")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from bot.engine.base import Answer, Engine, EngineError, VisionRequest
+from bot.engine.base import Answer, EndpointDown, Engine, EngineError, VisionRequest
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class _Job:
     request: VisionRequest
     future: asyncio.Future[Answer]
     submitted: float = field(default_factory=time.perf_counter)
+    attempts: int = 0  # engines that went down while running it
 
 
 class JobHandle:
@@ -107,6 +108,8 @@ class InferenceQueue:
         per_user_per_minute: int = 0,
         latency_window: int = 200,
         clock: Callable[[], float] = time.monotonic,
+        max_attempts: int = 3,
+        retry_s: float = 2.0,
     ) -> None:
         self._engines: list[Engine] = [engines] if isinstance(engines, Engine) else list(engines)
         if not self._engines:
@@ -115,6 +118,12 @@ class InferenceQueue:
         self.per_user = per_user
         self.per_user_per_minute = per_user_per_minute
         self._clock = clock
+        self.max_attempts = max_attempts
+        self.retry_s = retry_s
+        #: engine name -> since when it has been out (perf_counter seconds)
+        self.down: dict[str, float] = {}
+        #: called with every answer (metrics); must not raise or block
+        self.listeners: list[Callable[[Answer], None]] = []
         self._recent: dict[int | str, deque[float]] = {}
         self._waiting: deque[_Job] = deque()
         self._running: set[_Job] = set()
@@ -139,6 +148,7 @@ class InferenceQueue:
         if self._consumers:
             return
         self._wakeup = asyncio.Event()
+        self._closing = asyncio.Event()
         for index, engine in enumerate(self._engines):
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{index}")
             self._executors.append(executor)
@@ -148,6 +158,8 @@ class InferenceQueue:
     async def close(self, reason: str = "the bot is restarting, please ask again in a minute") -> None:
         """Refuse new jobs, fail waiting ones with ``reason``, let running ones finish."""
         self._closed = True
+        if self._consumers:
+            self._closing.set()
         while self._waiting:
             job = self._waiting.popleft()
             self._forget(job)
@@ -272,6 +284,10 @@ class InferenceQueue:
             except asyncio.CancelledError:
                 self._finish(job, error=QueueClosed("the bot stopped before answering"))
                 raise
+            except EndpointDown as exc:
+                self._put_back(job, engine, exc)
+                await self._recover(engine)
+                continue
             except Exception as exc:  # an engine error belongs to this job only
                 # EngineError is expected (the request cannot be served); anything else is a bug: traceback
                 log.warning("job %d failed on %s: %s", job.id, engine.info.name, exc, exc_info=not isinstance(exc, EngineError))
@@ -280,12 +296,49 @@ class InferenceQueue:
             answer.timings.queue_wait_s = started - job.submitted
             self._finish(job, answer=answer)
 
+    def _put_back(self, job: _Job, engine: Engine, exc: Exception) -> None:
+        """An engine went down under this job: give it to the next free engine, at the front."""
+        job.attempts += 1
+        name = engine.info.name
+        self.down.setdefault(name, time.perf_counter())
+        if job.attempts >= self.max_attempts:
+            log.error("job %d failed on %d engines in a row; giving up: %s", job.id, job.attempts, exc)
+            self._finish(job, error=EngineError("the model servers are not answering, please try again later"))
+            return
+        log.warning("engine %s is down (%s); job %d goes back to the front of the queue", name, exc, job.id)
+        self._running.discard(job)
+        self._waiting.appendleft(job)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _recover(self, engine: Engine) -> None:
+        """Wait until a downed engine answers again (probing with back-off)."""
+        name = engine.info.name
+        probe = getattr(engine, "probe", None)
+        delay = self.retry_s
+        while not self._closed:
+            try:
+                await asyncio.wait_for(self._closing.wait(), delay)
+                return  # closing: stop probing
+            except TimeoutError:
+                pass
+            if probe is None or await asyncio.to_thread(probe):
+                break
+            delay = min(delay * 2, 30.0)
+        if name in self.down:
+            log.info("engine %s is back after %.1f s", name, time.perf_counter() - self.down.pop(name))
+
     def _finish(self, job: _Job, *, answer: Answer | None = None, error: BaseException | None = None) -> None:
         self._running.discard(job)
         self._forget(job)
         if answer is not None:
             self.served += 1
             self.latencies.append(time.perf_counter() - job.submitted)
+            for listener in self.listeners:
+                try:
+                    listener(answer)
+                except Exception:
+                    log.exception("queue listener failed")
             if not job.future.done():
                 job.future.set_result(answer)
         else:

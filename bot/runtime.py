@@ -74,13 +74,34 @@ def image_limits(settings: Settings) -> ImageLimits:
     )
 
 
+def build_engines(settings: Settings) -> list[Engine]:
+    """One engine per ``engines`` entry (the local one loads the [model] files)."""
+    import os
+
+    from bot.engine.openai import OpenAIEngine
+
+    engines: list[Engine] = []
+    for entry in settings.engines:
+        if entry.kind == "local":
+            engines.append(build_engine(settings))
+        else:
+            assert entry.url is not None
+            api_key = os.environ.get(entry.api_key_env) if entry.api_key_env else None
+            engines.append(
+                OpenAIEngine(entry.url, model=entry.model, api_key=api_key, timeout_s=entry.timeout_s, name=entry.name)
+            )
+    return engines
+
+
 class Runtime:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.engine = engine if engine is not None else build_engine(settings)
+        self.engines: list[Engine] = [engine] if engine is not None else build_engines(settings)
+        #: the first engine (the only one in the usual one-GPU setup)
+        self.engine = self.engines[0]
         self.limits = image_limits(settings)
         self.queue = InferenceQueue(
-            self.engine,
+            self.engines,
             max_size=settings.queue.max_size,
             per_user=settings.queue.per_user,
             per_user_per_minute=settings.queue.per_user_per_minute,
@@ -91,13 +112,14 @@ class Runtime:
         """Load and warm the model (in a thread), then start the consumer."""
         if self._started:
             return
-        await asyncio.to_thread(self.engine.load)
+        await asyncio.gather(*(asyncio.to_thread(engine.load) for engine in self.engines))
         await self.queue.start()
         self._started = True
 
     async def close(self) -> None:
         await self.queue.close()
-        await asyncio.to_thread(self.engine.close)
+        for engine in self.engines:
+            await asyncio.to_thread(engine.close)
         self._started = False
 
     async def prepare(self, data: bytes) -> PreparedImage:

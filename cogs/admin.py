@@ -32,13 +32,18 @@ def _secs(value: float | None) -> str:
 
 
 def status_text(bot: LlavaBot) -> str:
-    info = bot.runtime.engine.info
     stats = bot.runtime.queue.stats()
+    engines = []
+    for engine in bot.runtime.engines:
+        info = engine.info
+        down = " · **down**" if info.name in bot.runtime.queue.down else ""
+        engines.append(
+            f"model: `{info.model}` ({info.chat_format}) · text model on: {info.text_backend} · CLIP on: {info.clip_backend}{down}"
+        )
     return "\n".join(
         [
             "**llava-bot status**",
-            f"model: `{info.model}` ({info.chat_format})",
-            f"text model on: {info.text_backend} · CLIP on: {info.clip_backend}",
+            *engines,
             f"queue: {stats.depth} waiting · {stats.busy} running · {stats.served} served · "
             f"{stats.failed} failed · {stats.refused} refused",
             f"latency (last {len(bot.runtime.queue.latencies)}): p50 {_secs(stats.p50_s)} · p95 {_secs(stats.p95_s)}",

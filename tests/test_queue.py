@@ -265,3 +265,61 @@ async def test_idle_gaps_are_measured_only_with_a_backlog():
     await queue.submit(req("alone"), user_id=1).result()  # nothing was waiting: not a gap
     assert len(queue.idle_gaps) == 4
     await queue.close()
+
+
+class FlakyEngine(FakeEngine):
+    """Goes down (EndpointDown) after ``ok_calls`` answers until ``up`` is set."""
+
+    def __init__(self, name: str, ok_calls: int = 0, delay: float = 0.01) -> None:
+        super().__init__(delay=delay)
+        self.name = name
+        self.ok_calls = ok_calls
+        self.up = threading.Event()
+        self.probes = 0
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(name=self.name, model="fake", chat_format="none")
+
+    def probe(self) -> bool:
+        self.probes += 1
+        return self.up.is_set()
+
+    def generate(self, request: VisionRequest) -> Answer:
+        from bot.engine.base import EndpointDown
+
+        if len(self.calls) >= self.ok_calls and not self.up.is_set():
+            raise EndpointDown(f"{self.name} is gone")
+        return super().generate(request)
+
+
+async def test_a_downed_engine_hands_its_job_to_another_and_comes_back():
+    flaky = FlakyEngine("flaky", ok_calls=1)
+    steady = FakeEngine(delay=0.01)
+    queue = InferenceQueue([flaky, steady], max_size=50, per_user=50, retry_s=0.05)
+    await queue.start()
+    handles = [queue.submit(req(f"q{i}"), user_id=1) for i in range(10)]
+    answers = [await h.result() for h in handles]
+    assert [a.text for a in answers] == [f"Q{i}" for i in range(10)]  # none lost
+    assert len(flaky.calls) == 1 and len(steady.calls) == 9
+    assert "flaky" in queue.down and flaky.probes >= 1
+    flaky.up.set()
+    for _ in range(100):
+        if "flaky" not in queue.down:
+            break
+        await asyncio.sleep(0.02)
+    assert "flaky" not in queue.down
+    more = [queue.submit(req(f"r{i}"), user_id=1) for i in range(6)]
+    for h in more:
+        await h.result()
+    assert len(flaky.calls) > 1  # it took jobs again
+    await queue.close()
+
+
+async def test_a_job_that_every_engine_drops_fails_with_a_clear_line():
+    engines = [FlakyEngine("a"), FlakyEngine("b"), FlakyEngine("c")]
+    queue = InferenceQueue(engines, max_size=5, per_user=5, retry_s=0.05, max_attempts=3)
+    await queue.start()
+    with pytest.raises(EngineError, match="the model servers are not answering"):
+        await queue.submit(req("doomed"), user_id=1).result()
+    await queue.close()  # returns although every engine is still down

@@ -83,6 +83,11 @@ class EngineError(Exception):
     """An engine could not answer one request; the message is fit for a user."""
 
 
+class EndpointDown(EngineError):
+    """The engine's server did not answer; the job is not at fault and can go
+    to another engine (the queue puts it back and retries this one later)."""
+
+
 class RequestError(EngineError):
     """This request cannot be answered as asked (too long for the context,
     an image the model cannot decode): the asker's input, not a fault."""
