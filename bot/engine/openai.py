@@ -11,9 +11,12 @@ token counts) those are used, otherwise the prompt stage (image encode
 included, the server does not tell them apart) is the time to first token and
 generation is the rest.
 
-A server that cannot be reached, times out or answers 5xx raises
-:class:`EndpointDown`: the queue gives the job to another engine and retries
-this one later.  A 4xx is about the request (:class:`RequestError`).
+A server that cannot be reached, times out, answers 502/503/504 or stops in
+the middle of a reply and then fails a probe raises :class:`EndpointDown`:
+the queue gives the job to another engine and retries this one later.  A
+server that is up but fails one question (HTTP 500, or a reply ended early
+while it still answers probes) fails that job only (:class:`EngineError`); a
+4xx is about the request (:class:`RequestError`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from bot.engine.base import Answer, EndpointDown, EngineInfo, RequestError, StageTimings, VisionRequest
+from bot.engine.base import Answer, EndpointDown, EngineError, EngineInfo, RequestError, StageTimings, VisionRequest
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,7 @@ class OpenAIEngine:
         finish = "stop"
         first_token: float | None = None
         chunks = 0
+        complete = False
         usage: dict[str, Any] = {}
         server_timings: dict[str, Any] = {}
         try:
@@ -120,6 +124,7 @@ class OpenAIEngine:
                         continue
                     payload = line[5:].strip()
                     if payload == "[DONE]":
+                        complete = True
                         break
                     event = json.loads(payload)
                     usage = event.get("usage") or usage
@@ -134,15 +139,27 @@ class OpenAIEngine:
                         finish = choice.get("finish_reason") or finish
                     if deadline is not None and time.perf_counter() > deadline:
                         finish = "timeout"
+                        complete = True
                         break
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode("utf-8", "replace")
-            if exc.code >= 500:
+            if exc.code in (502, 503, 504):  # a proxy with nothing behind it, overloaded, loading
                 raise EndpointDown(f"{self.name} answered HTTP {exc.code}: {detail}") from exc
-            raise RequestError(f"the model server refused the question (HTTP {exc.code}): {detail}") from exc
+            if exc.code >= 500:  # alive, but this question broke it
+                log.warning("%s failed on a question: HTTP %d %s", self.name, exc.code, detail)
+                raise EngineError("the model server failed on this question") from exc
+            raise RequestError(f"the model server refused the question (HTTP {exc.code})") from exc
         except (OSError, urllib.error.URLError, ValueError) as exc:
             # connection refused or reset, timeout, a stream cut in the middle
             raise EndpointDown(f"{self.name} did not answer: {exc}") from exc
+        if not complete:
+            # The stream ended without [DONE]: a server that died mid-answer,
+            # or one that swallowed an error (llama-cpp-python's server does,
+            # e.g. for an image it cannot decode). Ask it which.
+            if not self.probe():
+                raise EndpointDown(f"{self.name} stopped answering in the middle of a reply")
+            log.warning("%s ended a reply without finishing it", self.name)
+            raise EngineError("the model server failed on this question")
         finished = time.perf_counter()
         timings = StageTimings(total_s=finished - started)
         timings.first_token_s = (first_token or finished) - started
