@@ -31,12 +31,33 @@ class BadInput(Exception):
     """A user error the CLI reports in one line with exit code 2."""
 
 
-def _setup_logging(level: str, verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; a job line carries its fields under "job"."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        job = getattr(record, "job", None)
+        if job is not None:
+            entry["job"] = job
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _setup_logging(level: str, verbose: bool, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, level), handlers=[handler])
     if not verbose:
         # llama.cpp / mtmd chatter is debug output; keep it out of -v-less runs.
         logging.getLogger("llava_bot.llama_cpp").setLevel(logging.WARNING)
@@ -171,17 +192,23 @@ RESTARTING = "the bot is restarting, please ask again in a minute"
 async def _run(settings: Settings, token: str, sync: bool) -> None:
     import signal
 
-    from bot.client import LlavaBot, point_at
+    from bot.client import make_bot, point_at
     from bot.journal import Journal
+    from bot.metrics import Metrics
     from bot.runtime import Runtime
 
     point_at(settings.discord.api_base, settings.discord.gateway_url)
     runtime = Runtime(settings)
+    metrics = Metrics(runtime)
+    if settings.metrics.port is not None:
+        await metrics.start(settings.metrics.host, settings.metrics.port)  # /healthz says 503 until ready
     await runtime.start()  # load and warm the model before connecting
-    info = runtime.engine.info
-    log.info("model ready: %s (%s), text on %s, CLIP on %s", info.model, info.chat_format, info.text_backend, info.clip_backend)
+    for engine in runtime.engines:
+        info = engine.info
+        log.info("model ready: %s (%s), text on %s, CLIP on %s", info.model, info.chat_format, info.text_backend, info.clip_backend)
     journal = Journal(settings.state.path if settings.state.journal else None)
-    bot = LlavaBot(settings, runtime, sync_commands=sync or settings.discord.sync_commands, journal=journal)
+    bot = make_bot(settings, runtime, sync_commands=sync or settings.discord.sync_commands, journal=journal)
+    metrics.bot = bot
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -202,6 +229,7 @@ async def _run(settings: Settings, token: str, sync: bool) -> None:
             loop.remove_signal_handler(sig)
         if clean:
             await runtime.close()
+        await metrics.stop()
         log.info("stopped")
 
 
@@ -234,7 +262,7 @@ async def _stop_gracefully(bot, runtime, bound: float) -> bool:  # type: ignore[
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _setup_logging(settings.log_level, args.verbose)
+    _setup_logging(settings.log_level, args.verbose, settings.log_format)
     if settings.discord.token is None:
         raise BadInput("no Discord bot token: set the DISCORD_TOKEN environment variable (see README)")
     import discord

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import aiohttp
 import discord
@@ -41,7 +43,9 @@ def point_at(api_base: str, gateway_url: str | None) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-class LlavaBot(commands.Bot):
+class _LlavaBotCore:
+    """Everything llava-bot adds to discord.py's Bot (mixed into a plain or a sharded bot)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -50,11 +54,11 @@ class LlavaBot(commands.Bot):
         extensions: Sequence[str] = EXTENSIONS,
         sync_commands: bool = False,
         journal: Journal | None = None,
-        **options: object,
+        **options: Any,
     ) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the developer portal
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg]  # the discord.py Bot after this mixin
             command_prefix=commands.when_mentioned,
             intents=intents,
             allowed_mentions=discord.AllowedMentions.none(),
@@ -68,6 +72,8 @@ class LlavaBot(commands.Bot):
         self.started_at = time.monotonic()
         self.journal = journal if journal is not None else Journal(None)
         self._session: aiohttp.ClientSession | None = None
+        #: how questions ended: answered, refused, failed, undeliverable
+        self.outcomes: Counter[str] = Counter()
         self._jobs = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -187,3 +193,20 @@ class LlavaBot(commands.Bot):
                 await interaction.response.send_message(text, ephemeral=True)
         except discord.HTTPException:
             log.warning("could not tell the user about the error")
+
+
+class LlavaBot(_LlavaBotCore, commands.Bot):
+    """llava-bot on one gateway connection (what almost every server needs)."""
+
+
+class ShardedLlavaBot(_LlavaBotCore, commands.AutoShardedBot):
+    """llava-bot on several gateway connections (shards), for bots in very many servers."""
+
+
+def make_bot(settings: Settings, runtime: Runtime, **kwargs: Any) -> LlavaBot:
+    """A plain bot, or a sharded one when ``discord.shard_count`` is set ("auto": Discord's recommendation)."""
+    shards = settings.discord.shard_count
+    if shards is None:
+        return LlavaBot(settings, runtime, **kwargs)
+    count = None if shards == "auto" else int(shards)
+    return ShardedLlavaBot(settings, runtime, shard_count=count, **kwargs)  # type: ignore[return-value]

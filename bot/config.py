@@ -167,6 +167,9 @@ class DiscordSettings(_Section):
     reply_chain_depth: int = Field(6, ge=0, le=25)
     # Sync the slash commands with Discord at start-up (also: `llava-bot run --sync`).
     sync_commands: bool = False
+    # Shards for very large bots: a number, or "auto" (Discord's recommendation).
+    # None: one gateway connection, what almost every bot needs.
+    shard_count: int | Literal["auto"] | None = None
 
     @field_validator("api_base", "gateway_url")
     @classmethod
@@ -185,6 +188,12 @@ class ModerationSettings(_Section):
     log_channel: int | None = None
     caption_prompt: str = "Write one short sentence of alt text for this image."
     caption_max_tokens: int = Field(60, ge=1)
+
+
+class MetricsSettings(_Section):
+    # Serve Prometheus /metrics and /healthz on this port (None: off).
+    port: int | None = Field(None, ge=0, le=65535)
+    host: str = "127.0.0.1"
 
 
 class EngineSettings(_Section):
@@ -232,9 +241,12 @@ class Settings(BaseSettings):
     discord: DiscordSettings = DiscordSettings()
     moderation: ModerationSettings = ModerationSettings()
     state: StateSettings = StateSettings()
+    metrics: MetricsSettings = MetricsSettings()
     # Engines fed from the one queue, one consumer each. Default: the local model.
     engines: list[EngineSettings] = Field(default_factory=lambda: [EngineSettings()], min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text" for people, "json" (one object per line) for log collectors.
+    log_format: Literal["text", "json"] = "text"
     # Where generated models (the built-in tiny pair) are kept; None means
     # $XDG_CACHE_HOME/llava-bot or ~/.cache/llava-bot.
     cache_dir: Path | None = None

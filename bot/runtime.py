@@ -116,6 +116,11 @@ class Runtime:
         await self.queue.start()
         self._started = True
 
+    @property
+    def started(self) -> bool:
+        """The engines are loaded and the queue takes jobs."""
+        return self._started
+
     async def close(self) -> None:
         await self.queue.close()
         for engine in self.engines:

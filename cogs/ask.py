@@ -11,13 +11,11 @@ from discord.ext import commands
 from bot.reply import answer_from_message
 from cogs.common import (
     JobSpec,
-    MessageReplier,
     answer_job,
-    deliver_safely,
-    friendly,
     is_addressed_to_bot,
     question_text,
     refusal_for_place,
+    refuse_message,
     split_attachments,
 )
 
@@ -79,19 +77,17 @@ class Ask(commands.Cog):
         ctx = await self.bot.get_context(message)
         if ctx.valid:  # "@bot sync" and other text commands
             return
-        replier = MessageReplier(message)
         refusal = refusal_for_place(self.bot, message.channel, message.author)
         if refusal is not None:
             if message.guild is None and not self.bot.settings.discord.dm:
                 return  # DMs are off: stay silent
-            await deliver_safely(replier, [friendly(refusal)])
+            await refuse_message(self.bot, message, refusal)
             return
         cfg = self.bot.settings.discord
         attachments, history = await self.context_for(message, cfg.reply_chain_depth)
         sources, others = split_attachments(attachments)
         if not sources:
-            reason = "that file is not an image" if others else NO_IMAGE
-            await deliver_safely(replier, [friendly(reason)])
+            await refuse_message(self.bot, message, "that file is not an image" if others else NO_IMAGE)
             return
         question = question_text(self.bot, message)
         skipped = len(sources) - cfg.max_images

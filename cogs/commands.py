@@ -19,6 +19,7 @@ from cogs.common import (
     JobSpec,
     answer_job,
     friendly,
+    log_job,
     refusal_for_place,
     split_attachments,
 )
@@ -50,6 +51,7 @@ class Commands(commands.Cog):
         refusal = refusal_for_place(self.bot, interaction.channel, interaction.user)
         if refusal is not None:
             await interaction.response.send_message(friendly(refusal), ephemeral=True)
+            log_job(self.bot, "interaction", interaction.user.id, interaction.channel_id, "refused", None, 0.0)
             return False
         await interaction.response.defer(thinking=True)
         return True
@@ -111,6 +113,7 @@ class Commands(commands.Cog):
             sources, _ = split_attachments(message.attachments)
             if not sources:
                 await interaction.response.send_message(friendly("that message has no image"), ephemeral=True)
+                log_job(self.bot, "interaction", interaction.user.id, interaction.channel_id, "refused", None, 0.0)
                 return
             if await self._start(interaction):
                 await self._answer(interaction, sources[0], self.bot.settings.generation.default_question, None)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 
-from bot.engine.base import EngineError
+from bot.engine.base import Answer, EngineError
 from bot.images import ImageError, check_declared_size
 from bot.queue import JobCancelled, QueueClosed, Refused
 from bot.reply import render_parts
@@ -324,23 +324,63 @@ async def answer_job(bot: LlavaBot, spec: JobSpec, *, journal_id: int | None = N
     """
     if journal_id is None:
         journal_id = await bot.journal.add(spec.to_json())
+    started = time.perf_counter()
+    answer: Answer | None = None
     with bot.track_job():
         try:
             replier, typing_channel = await replier_for(bot, spec)
         except (discord.HTTPException, Undeliverable) as exc:
             log.warning("cannot answer job for user %s in channel %s, dropped: %s", spec.user_id, spec.channel_id, exc)
-            await bot.journal.remove(journal_id)
-            return False
-        parts, answered = await _run_job(bot, spec, replier, typing_channel)
-        await deliver_safely(replier, parts)
+            outcome = "undeliverable"
+        else:
+            parts, outcome, answer = await _run_job(bot, spec, replier, typing_channel)
+            if not await deliver_safely(replier, parts):
+                outcome = "undeliverable"
     await bot.journal.remove(journal_id)
-    return answered
+    _log_job(bot, spec, outcome, answer, time.perf_counter() - started)
+    return outcome == "answered"
+
+
+async def refuse_message(bot: LlavaBot, message: discord.Message, reason: str) -> None:
+    """Refuse a question before it becomes a job: one line to the asker, one log line."""
+    started = time.perf_counter()
+    delivered = await deliver_safely(MessageReplier(message), [friendly(reason)])
+    log_job(bot, "message", message.author.id, message.channel.id, "refused" if delivered else "undeliverable", None, time.perf_counter() - started)
+
+
+def _log_job(bot: LlavaBot, spec: JobSpec, outcome: str, answer: Answer | None, seconds: float) -> None:
+    log_job(bot, spec.kind, spec.user_id, spec.channel_id, outcome, answer, seconds)
+
+
+def log_job(
+    bot: LlavaBot, kind: str, user_id: int | None, channel_id: int | None, outcome: str, answer: Answer | None, seconds: float
+) -> None:
+    """One line per question: who, where, how it ended, timings. Never the content."""
+    bot.outcomes[outcome] += 1
+    job: dict[str, Any] = {
+        "kind": kind,
+        "user": user_id,
+        "channel": channel_id,
+        "outcome": outcome,
+        "seconds": round(seconds, 3),
+    }
+    if answer is not None:
+        t = answer.timings
+        job.update(
+            queue_s=round(t.queue_wait_s, 3),
+            image_s=round(t.image_encode_s, 3),
+            prompt_s=round(t.prompt_eval_s, 3),
+            generation_s=round(t.generation_s, 3),
+            tokens=t.completion_tokens,
+            tokens_per_s=round(t.tokens_per_s, 1),
+        )
+    log.info("job %s", " ".join(f"{k}={v}" for k, v in job.items()), extra={"job": job})
 
 
 async def _run_job(
     bot: LlavaBot, spec: JobSpec, replier: Replier, typing_channel: discord.abc.Messageable | None
-) -> tuple[list[str], bool]:
-    """The reply for a job: (message parts, whether it is an answer)."""
+) -> tuple[list[str], str, Answer | None]:
+    """The reply for a job: (message parts, outcome, the answer if there is one)."""
     prefix = f"{spec.label}\n" if spec.label else ""
     try:
         try:
@@ -350,8 +390,8 @@ async def _run_job(
             )
             handle = bot.runtime.submit(request, spec.user_id)
         except (ImageError, Refused) as exc:
-            log.info("refused %s from user %s: %s", spec.source.filename, spec.user_id, exc)
-            return [prefix + friendly(str(exc))], False
+            log.debug("refused a job from user %s: %s", spec.user_id, exc)
+            return [prefix + friendly(str(exc))], "refused", None
         if handle.position > 0:
             try:
                 await replier.placeholder(f"{BUSY_MARK} #{handle.position} in line")
@@ -362,11 +402,11 @@ async def _run_job(
                 answer = await handle.result()
         except (QueueClosed, JobCancelled, EngineError) as exc:
             log.warning("job for user %s ended without an answer: %s", spec.user_id, exc)
-            return [prefix + friendly(str(exc))], False
-        return render_parts(answer, header=spec.label, note=spec.note), True
+            return [prefix + friendly(str(exc))], "failed", None
+        return render_parts(answer, header=spec.label, note=spec.note), "answered", answer
     except Exception:
         log.exception("unexpected failure answering user %s", spec.user_id)
-        return [prefix + friendly("something went wrong on my side, sorry; please try again")], False
+        return [prefix + friendly("something went wrong on my side, sorry; please try again")], "failed", None
 
 
 async def deliver_safely(replier: Replier, parts: list[str]) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.client import LlavaBot, point_at
+from bot.client import LlavaBot, make_bot, point_at
 from bot.config import load_settings
 from bot.journal import Journal
 from bot.runtime import Runtime
@@ -53,7 +53,7 @@ async def running_bot(
         runtime = Runtime(settings)
         await runtime.start()
     journal = Journal(settings.state.path if settings.state.journal else None)
-    bot = LlavaBot(settings, runtime, sync_commands=settings.discord.sync_commands, journal=journal, guild_ready_timeout=0.05)
+    bot = make_bot(settings, runtime, sync_commands=settings.discord.sync_commands, journal=journal, guild_ready_timeout=0.05)
     task: asyncio.Task[None] | None = None
     try:
         await bot.login(fake.token)
