@@ -290,6 +290,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  … {step}", file=sys.stderr, flush=True)
 
+    if args.scale_out:
+        from bot.bench import run_scale_out
+
+        result = asyncio.run(run_scale_out(settings, progress=progress))
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(
+                f"scaling out ({result['scale_questions']} questions, max_tokens {result['scale_max_tokens']}, "
+                "llama-cpp-python servers on loopback, 1 thread each):\n"
+                f"  1 endpoint:  {result['throughput_1_endpoint_per_s']} answers/s\n"
+                f"  2 endpoints: {result['throughput_2_endpoints_per_s']} answers/s  ({result['scale_out_ratio']}x)"
+            )
+        return EXIT_OK
     result = asyncio.run(run_bench(settings, requests=args.requests, max_tokens=args.max_tokens, progress=progress))
     print(json.dumps(result, indent=2) if args.json else table(result))
     return EXIT_OK
@@ -326,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     bench.add_argument("--requests", type=int, default=8, metavar="N", help="questions per measurement (default 8)")
     bench.add_argument("--max-tokens", type=int, default=32, metavar="N", help="answer length (default 32)")
+    bench.add_argument(
+        "--scale-out", action="store_true",
+        help="instead: throughput with two OpenAI-compatible endpoints vs one (needs llama-cpp-python[server])",
+    )
     common(bench)
     bench.set_defaults(func=cmd_bench)
 
