@@ -347,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(bench)
     bench.set_defaults(func=cmd_bench)
 
+    from bot import models
+
+    fetch = sub.add_parser("fetch-model", help="download a known LLaVA GGUF pair and write the settings to use it")
+    models.add_arguments(fetch)
+    fetch.add_argument("--config", metavar="FILE", help="settings file to write (default: config/bot.toml)")
+    fetch.set_defaults(func=models.cmd_fetch_model)
+
     doctor = sub.add_parser("doctor", help="check the build, the GPU, the model files and where CLIP runs")
     common(doctor)
     doctor.set_defaults(func=cmd_doctor)

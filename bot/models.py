@@ -399,13 +399,12 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``fetch-model`` options (``--config`` is left to the caller)."""
-    names = "; ".join(f"{m.name}: {m.description}" for m in KNOWN_MODELS.values())
     parser.add_argument(
         "name",
         nargs="?",
         default=DEFAULT_MODEL,
         metavar="NAME",
-        help=f"which model (default {DEFAULT_MODEL}). Known: {names}",
+        help=f"{', '.join(KNOWN_MODELS)} (default: {DEFAULT_MODEL}); --dry-run describes one",
     )
     parser.add_argument(
         "--dir",
