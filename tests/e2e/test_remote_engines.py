@@ -1,6 +1,6 @@
 """Two real llama-cpp-python servers (python -m llama_cpp.server) with the tiny
-pair, used as engines through one queue: both answer, and killing one loses
-no job."""
+pair, used as engines through one queue and through the whole bot: both
+answer, and killing one loses no job."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise TimeoutError(f"server on {port} did not start")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def servers(tiny_pair):
     ports = [free_port(), free_port()]
     procs = [start_server(tiny_pair, port) for port in ports]
@@ -155,3 +155,31 @@ async def test_an_unreachable_server_is_an_endpoint_down() -> None:
     with pytest.raises(EndpointDown):
         await asyncio.to_thread(engine.generate, VisionRequest(images=(), question="q", max_tokens=4))
     assert engine.probe() is False
+
+
+async def test_through_the_bot_a_killed_server_loses_no_question(servers, fake, llava) -> None:
+    from bot.testing.fake_discord import BOT_ID, GENERAL_ID
+    from tests.e2e.test_bot import FOOTER, ref
+
+    ports = [port for port, _ in servers]
+    bot, runtime = await llava(
+        engines=[{"kind": "openai", "url": f"http://127.0.0.1:{p}/v1", "name": f"server-{p}"} for p in ports],
+        queue={"per_user_per_minute": 0},
+    )
+    runtime.queue.retry_s = 0.2
+    calls = [count_calls(engine) for engine in runtime.engines]
+    users = list(range(500, 510))
+    for user in users:
+        fake.add_user(user, f"user{user}")
+    asked = []
+    for n, user in enumerate(users):
+        att = fake.add_attachment(f"{n}.jpg", jpeg_bytes(picture(colour=(n * 25, 80, 160))))
+        asked.append(await fake.user_message(user, GENERAL_ID, f"<@{BOT_ID}> what is it?", attachments=[att], mentions_bot=True))
+        if n == 4:
+            servers[0][1].kill()  # one server dies with questions in flight
+    for msg in asked:
+        first = await fake.wait_for_sent(lambda s, m=msg: ref(s) == m["id"], timeout=30)
+        final = await fake.wait_for_sent(lambda s, f=first: s["id"] == f["id"] and "⏱" in s["content"], timeout=30)
+        assert FOOTER.search(final["content"])
+    assert sum(c[0] for c in calls) == len(users)
+    assert calls[1][0] >= 5  # the survivor took over
