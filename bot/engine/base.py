@@ -6,8 +6,9 @@ CLI and the cogs use these types only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,22 @@ class VisionRequest:
             # max_tokens=None means "until the context is full" in
             # llama-cpp-python: the 92-second bug this project exists to avoid.
             raise ValueError("max_tokens must be a positive integer")
+
+
+def chat_messages(request: VisionRequest, image_urls: Sequence[str], system: str | None) -> list[dict[str, Any]]:
+    """OpenAI-style chat messages for a request: the system prompt, the images
+    (as ``image_urls``) with the first question, then the later turns."""
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    image_parts = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    turns = [*request.history, (request.question, None)]
+    for index, (question, answer) in enumerate(turns):
+        parts = image_parts if index == 0 else []
+        messages.append({"role": "user", "content": [*parts, {"type": "text", "text": question}]})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+    return messages
 
 
 @dataclass(slots=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.engine.base import Answer, EngineError, EngineInfo, RequestError, StageTimings, VisionRequest
+from bot.engine.base import Answer, EngineError, EngineInfo, RequestError, StageTimings, VisionRequest, chat_messages
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("llava_bot.llama_cpp")
@@ -320,16 +320,8 @@ class LlamaCppEngine:
 
     def _render(self, request: VisionRequest, marker: str) -> str:
         system = request.system_prompt if request.system_prompt is not None else self._default_system
-        messages: list[dict[str, Any]] = []
-        if system:
-            messages.append({"role": "system", "content": system})
-        image_parts = [{"type": "image_url", "image_url": {"url": marker}} for _ in request.images]
-        turns = [*request.history, (request.question, None)]
-        for index, (question, answer) in enumerate(turns):
-            parts = image_parts if index == 0 else []
-            messages.append({"role": "user", "content": [*parts, {"type": "text", "text": question}]})
-            if answer is not None:
-                messages.append({"role": "assistant", "content": answer})
+        # The images become mtmd's marker in the text; the pictures go to mtmd_tokenize.
+        messages = chat_messages(request, [marker] * len(request.images), system)
         llama = self._llama
         return self._template.render(
             messages=messages,

@@ -28,23 +28,18 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from bot.engine.base import Answer, EndpointDown, EngineError, EngineInfo, RequestError, StageTimings, VisionRequest
+from bot.engine.base import (
+    Answer,
+    EndpointDown,
+    EngineError,
+    EngineInfo,
+    RequestError,
+    StageTimings,
+    VisionRequest,
+    chat_messages,
+)
 
 log = logging.getLogger(__name__)
-
-
-def _messages(request: VisionRequest) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    if request.system_prompt:
-        messages.append({"role": "system", "content": request.system_prompt})
-    images = [{"type": "image_url", "image_url": {"url": uri}} for uri in request.images]
-    turns = [*request.history, (request.question, None)]
-    for index, (question, answer) in enumerate(turns):
-        parts = images if index == 0 else []
-        messages.append({"role": "user", "content": [*parts, {"type": "text", "text": question}]})
-        if answer is not None:
-            messages.append({"role": "assistant", "content": answer})
-    return messages
 
 
 class OpenAIEngine:
@@ -101,7 +96,7 @@ class OpenAIEngine:
     def generate(self, request: VisionRequest) -> Answer:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": _messages(request),
+            "messages": chat_messages(request, request.images, request.system_prompt),
             "max_tokens": request.max_tokens,  # always: never "until the context is full"
             "temperature": request.temperature,
             "stream": True,
