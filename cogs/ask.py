@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import discord
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from bot.client import LlavaBot
 
 log = logging.getLogger(__name__)
+
+#: the first line of an answer about one of several images: "**Image 2 of 3** (cat.png)"
+IMAGE_LABEL = re.compile(r"\*\*Image \d+ of \d+\*\* \((.+?)\)\n?")
 
 NO_IMAGE = "Attach an image (or reply to a message with one) and mention me with your question"
 
@@ -67,7 +71,12 @@ class Ask(commands.Cog):
         if question is None:
             return [], []
         attachments, history = await self.context_for(question, depth - 1)
-        history.append((question_text(self.bot, question), answer_from_message(referenced.content)))
+        answer = answer_from_message(referenced.content)
+        label = IMAGE_LABEL.match(answer)
+        if label:  # an answer about one of several images: follow up on that one
+            answer = answer[label.end() :].strip()
+            attachments = [a for a in attachments if a.filename == label.group(1)] or attachments
+        history.append((question_text(self.bot, question), answer))
         return attachments, history
 
     @commands.Cog.listener()
@@ -103,7 +112,7 @@ class Ask(commands.Cog):
                 question=question,
                 user_id=message.author.id,
                 history=tuple(history),
-                label=f"**Image {index} of {len(sources)}** ({source.filename})" if many else "",
+                label=f"**Image {index} of {len(sources)}** ({source.filename})" if many else "",  # see IMAGE_LABEL
                 note=note if index == len(sources) else "",
             )
             await answer_job(self.bot, spec)

@@ -351,3 +351,19 @@ async def test_admin_role_may_sync_and_allowed_roles_gate_questions(fake: FakeDi
     callback = await fake.wait_for_callback(lambda c: c["type"] == 4)
     assert callback["data"]["content"] == "⚠️ You need one of the allowed roles to ask me."
     assert callback["data"]["flags"] & 64  # ephemeral
+
+
+async def test_follow_up_on_one_of_several_images_is_about_that_image(fake: FakeDiscord, llava) -> None:
+    bot, runtime = await llava()
+    seen = record_requests(runtime)
+    atts = [fake.add_attachment(f"{name}.jpg", jpeg_bytes(picture(colour=c))) for name, c in (("red", (250, 0, 0)), ("blue", (0, 0, 250)))]
+    msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> compare", attachments=atts, mentions_bot=True)
+    await fake.wait_until(lambda: len([s for s in fake.sent if ref(s) == msg["id"]]) == 2)
+    second = [s for s in fake.sent if ref(s) == msg["id"]][1]
+    assert second["content"].startswith("**Image 2 of 2** (blue.jpg)")
+    follow = await fake.user_message(ALICE_ID, GENERAL_ID, "and this one?", reference_message_id=second["id"])
+    await fake.wait_for_sent(lambda s: ref(s) == follow["id"])
+    assert len(seen) == 3
+    assert seen[2].images == seen[1].images  # the blue one only
+    question, answer = seen[2].history[0]
+    assert question == "compare" and not answer.startswith("**Image")
