@@ -13,9 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.client import LlavaBot
+    from bot.runtime import Runtime
 
 log = logging.getLogger("llava_bot")
 
@@ -233,7 +237,7 @@ async def _run(settings: Settings, token: str, sync: bool) -> None:
         log.info("stopped")
 
 
-async def _stop_gracefully(bot, runtime, bound: float) -> bool:  # type: ignore[no-untyped-def]
+async def _stop_gracefully(bot: LlavaBot, runtime: Runtime, bound: float) -> bool:
     """Stop taking questions, tell the waiting ones, finish the running one.
 
     True if everything finished within ``bound`` seconds.  Jobs still open
