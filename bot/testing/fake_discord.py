@@ -1327,27 +1327,22 @@ class FakeDiscord:
         self._notify()
         return self._no_content()
 
-    async def _add_reaction(self, rec: RecordedRequest, cid: str, mid: str, emoji: str) -> web.Response:
+    def _record_reaction(self, cid: str, mid: str, emoji: str, added: bool) -> web.Response:
         from urllib.parse import unquote
 
         self._channel(cid)
         self._stored(cid, mid)
         self.reactions.append(
-            {"channel_id": int(cid), "message_id": int(mid), "emoji": unquote(emoji), "added": True, "time": time.monotonic()}
+            {"channel_id": int(cid), "message_id": int(mid), "emoji": unquote(emoji), "added": added, "time": time.monotonic()}
         )
         self._notify()
         return self._no_content()
+
+    async def _add_reaction(self, rec: RecordedRequest, cid: str, mid: str, emoji: str) -> web.Response:
+        return self._record_reaction(cid, mid, emoji, added=True)
 
     async def _remove_reaction(self, rec: RecordedRequest, cid: str, mid: str, emoji: str) -> web.Response:
-        from urllib.parse import unquote
-
-        self._channel(cid)
-        self._stored(cid, mid)
-        self.reactions.append(
-            {"channel_id": int(cid), "message_id": int(mid), "emoji": unquote(emoji), "added": False, "time": time.monotonic()}
-        )
-        self._notify()
-        return self._no_content()
+        return self._record_reaction(cid, mid, emoji, added=False)
 
     # ------------------------------------------------------------------ application commands
 

@@ -87,6 +87,15 @@ CASES = [
 ]
 
 
+async def question_in_the_engine(fake: FakeDiscord, runtime) -> tuple:
+    """Ask one question and hold it in the engine; returns (the gate that releases it, the message)."""
+    gate = hold_engine(runtime)
+    att = fake.add_attachment("a.jpg", jpeg_bytes())
+    msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[att], mentions_bot=True)
+    await fake.wait_until(lambda: runtime.queue.stats().busy == 1)
+    return gate, msg
+
+
 async def ask(fake: FakeDiscord, att: dict, text: str = "what is this?", user: int = ALICE_ID) -> dict:
     msg = await fake.user_message(user, GENERAL_ID, f"<@{BOT_ID}> {text}", attachments=[att], mentions_bot=True)
     return await fake.wait_for_sent(lambda s: ref(s) == msg["id"], timeout=15)
@@ -161,10 +170,7 @@ async def test_time_limit_posts_the_partial_answer_marked(fake: FakeDiscord, lla
 
 async def test_gateway_drop_and_resume_while_a_job_runs(fake: FakeDiscord, llava) -> None:
     bot, runtime = await llava()
-    gate = hold_engine(runtime)
-    att = fake.add_attachment("a.jpg", jpeg_bytes())
-    msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[att], mentions_bot=True)
-    await fake.wait_until(lambda: runtime.queue.stats().busy == 1)
+    gate, msg = await question_in_the_engine(fake, runtime)
     await fake.drop_connection()
     await fake.wait_until(lambda: fake.resumes == 1, what="resume")
     gate.set()
@@ -202,10 +208,7 @@ async def test_no_permission_to_reply_is_logged_and_the_job_closed(fake: FakeDis
 
 async def test_deleted_question_is_answered_without_a_reference(fake: FakeDiscord, llava) -> None:
     bot, runtime = await llava()
-    gate = hold_engine(runtime)
-    att = fake.add_attachment("a.jpg", jpeg_bytes())
-    msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[att], mentions_bot=True)
-    await fake.wait_until(lambda: runtime.queue.stats().busy == 1)
+    gate, msg = await question_in_the_engine(fake, runtime)
     await fake.user_delete(msg["id"])
     gate.set()
     reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
@@ -215,10 +218,7 @@ async def test_deleted_question_is_answered_without_a_reference(fake: FakeDiscor
 
 async def test_channel_gone_drops_the_answer_with_a_log_line(fake: FakeDiscord, llava, caplog) -> None:
     bot, runtime = await llava()
-    gate = hold_engine(runtime)
-    att = fake.add_attachment("a.jpg", jpeg_bytes())
-    await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[att], mentions_bot=True)
-    await fake.wait_until(lambda: runtime.queue.stats().busy == 1)
+    gate, _ = await question_in_the_engine(fake, runtime)
     fake.fail_next("POST", rf"^/channels/{GENERAL_ID}/messages$", 404, times=None, code=10003, message="Unknown Channel")
     with caplog.at_level(logging.WARNING):
         gate.set()
@@ -253,10 +253,7 @@ async def test_graceful_stop_finishes_the_running_job_and_tells_the_waiting(fake
 async def test_kill_leaves_the_job_in_the_journal(fake: FakeDiscord, llava, tmp_path) -> None:
     """What a kill -9 leaves behind: the accepted job is in the journal until its reply is sent."""
     bot, runtime = await llava()
-    gate = hold_engine(runtime)
-    att = fake.add_attachment("a.jpg", jpeg_bytes())
-    await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[att], mentions_bot=True)
-    await fake.wait_until(lambda: runtime.queue.stats().busy == 1)
+    gate, _ = await question_in_the_engine(fake, runtime)
     rows = sqlite3.connect(tmp_path / "journal.sqlite3").execute("SELECT payload FROM jobs").fetchall()
     assert len(rows) == 1 and '"kind": "message"' in rows[0][0]
     gate.set()
