@@ -28,6 +28,7 @@ from bot.testing.fake_discord import (
     MOD_LOG_ID,
     OWNER_ID,
     FakeDiscord,
+    Perm,
 )
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
@@ -289,3 +290,163 @@ async def test_rate_limit_is_retried_and_errors_surface(fake: FakeDiscord, run_b
         await msg.edit(content="edited")
     assert missing.value.code == 10008
     assert len(fake.sent_to(CAPTIONS_ID)) == 1
+
+
+async def test_failures_until_cleared_and_wait_for_request(fake: FakeDiscord, run_bot: Callable[..., Awaitable[commands.Bot]]):
+    bot = make_bot()
+    await run_bot(bot)
+    channel = bot.get_channel(GENERAL_ID)
+
+    # wait_for_request: only an answered request counts, and ``start`` skips the ones already seen
+    sending = asyncio.create_task(channel.send("first"))
+    rec = await fake.wait_for_request("POST", rf"^/channels/{GENERAL_ID}/messages$")
+    assert rec.status == 200 and rec.json["content"] == "first" and not rec.injected
+    await sending
+    with pytest.raises(TimeoutError):
+        await fake.wait_for_request("POST", r"/messages$", timeout=0.2, start=len(fake.requests))
+
+    # times=None: every matching request fails until clear_failures()
+    rule = fake.fail_next("POST", r"^/channels/\d+/messages$", 403, times=None)
+    for _ in range(2):
+        with pytest.raises(discord.Forbidden):
+            await channel.send("refused")
+    assert rule.hits == 2 and rule.times is None
+    failed = await fake.wait_for_request("POST", r"/messages$", start=len(fake.requests) - 1)
+    assert failed.status == 403 and failed.injected
+    fake.clear_failures()
+    assert fake.failures == []
+    await channel.send("second")
+    assert [s["content"] for s in fake.sent_to(GENERAL_ID)] == ["first", "second"]
+
+
+async def test_cdn_redirects_are_followed_and_recorded(fake: FakeDiscord):
+    att = fake.add_attachment("cat.jpg", JPEG)
+    url = fake.add_redirect("/r/cat.jpg", att["url"])
+    moved = fake.add_redirect("/r/moved.jpg", att["url"], status=301)
+    assert url == fake.base_url + "/r/cat.jpg"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as resp:
+            assert resp.status == 200 and await resp.read() == JPEG
+            assert [h.status for h in resp.history] == [302]
+        async with http.get(moved, allow_redirects=False) as resp:
+            assert resp.status == 301 and resp.headers["Location"] == att["url"]
+    assert [(d["path"], d["via"]) for d in fake.downloads] == [
+        ("/r/cat.jpg", "redirect"),
+        (att["url"].removeprefix(fake.base_url), "cdn"),
+        ("/r/moved.jpg", "redirect"),
+    ]
+    assert len(fake.downloads_of(att)) == 1
+
+
+async def test_user_edit_and_any_dispatch_reach_the_client(fake: FakeDiscord, run_bot: Callable[..., Awaitable[commands.Bot]]):
+    with pytest.raises(RuntimeError):  # no gateway session yet: nothing to dispatch on
+        await fake.dispatch("CHANNEL_UPDATE", dict(fake.channels[GENERAL_ID]))
+    bot = make_bot()
+    edits: list[tuple[str, str, bool]] = []
+
+    @bot.event
+    async def on_message_edit(before: discord.Message, after: discord.Message) -> None:
+        edits.append((before.content, after.content, after.edited_at is not None))
+
+    await run_bot(bot)
+    msg = await fake.user_message(BOB_ID, GENERAL_ID, "helo")
+    await wait_for(lambda: bot.get_channel(GENERAL_ID).last_message_id == int(msg["id"]))
+    stored = await fake.user_edit(int(msg["id"]), "hello")
+    assert stored["content"] == "hello" and stored["edited_timestamp"] is not None
+    assert fake.events[-1].t == "MESSAGE_UPDATE" and fake.events[-1].sent
+    await wait_for(lambda: edits == [("helo", "hello", True)])
+
+    last_seq = fake.events[-1].seq
+    entry = await fake.dispatch("CHANNEL_UPDATE", dict(fake.channels[GENERAL_ID], name="renamed", topic="new topic"))
+    assert entry.t == "CHANNEL_UPDATE" and entry.seq == last_seq + 1 and entry.sent
+    channel = await wait_for(lambda: (c := bot.get_channel(GENERAL_ID)) is not None and c.name == "renamed" and c)
+    assert channel.topic == "new topic"
+
+
+async def test_reconnect_and_invalid_sessions(fake: FakeDiscord, run_bot: Callable[..., Awaitable[commands.Bot]]):
+    bot = make_bot()
+    seen: list[str] = []
+
+    @bot.event
+    async def on_message(message: discord.Message) -> None:
+        if not message.author.bot:
+            seen.append(message.content)
+
+    await run_bot(bot)
+    await fake.wait_until_connected()
+    session = fake.session_id
+
+    # op 7: the client closes and resumes the same session
+    fake.request_reconnect()
+    assert not fake.connected
+    await fake.wait_until_connected()
+    assert (fake.resumes, fake.identifies, fake.session_id) == (1, 1, session)
+
+    # op 9 resumable: resumes again
+    fake.invalidate_session(resumable=True)
+    await fake.wait_until(lambda: fake.resumes == 2, what="a second RESUME")
+    await fake.wait_until_connected()
+    assert fake.identifies == 1 and fake.invalid_sessions == 1
+
+    # op 9 not resumable: a fresh IDENTIFY and a new session
+    fake.invalidate_session(resumable=False)
+    await fake.wait_until(lambda: fake.identifies == 2, what="a second IDENTIFY")
+    await fake.wait_until_connected()
+    assert fake.resumes == 2 and fake.invalid_sessions == 2 and fake.session_id != session
+    assert len(fake.gateway_connections) == 4
+
+    await fake.user_message(BOB_ID, GENERAL_ID, "still listening")
+    await wait_for(lambda: seen == ["still listening"])
+
+
+async def test_user_context_menu_on_a_guild_command(fake: FakeDiscord, run_bot: Callable[..., Awaitable[commands.Bot]]):
+    bot = make_bot()
+    guild = discord.Object(id=GUILD_ID)
+    errors: list[BaseException] = []
+
+    @bot.tree.context_menu(name="Who is this", guild=guild)
+    async def who(interaction: discord.Interaction, member: discord.Member) -> None:
+        await interaction.response.send_message(f"{member.id} {member.display_name} {isinstance(member, discord.Member)}")
+
+    @bot.tree.error
+    async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        errors.append(error)
+
+    await run_bot(bot)
+    await bot.tree.sync(guild=guild)
+    assert fake.global_commands == []
+    assert [(c["name"], c["type"], c["guild_id"]) for c in fake.guild_commands()] == [("Who is this", 2, str(GUILD_ID))]
+
+    it = await fake.user_context_menu(ALICE_ID, GENERAL_ID, "Who is this", BOB_ID)
+    assert it.payload["data"]["type"] == 2 and it.payload["data"]["target_id"] == str(BOB_ID)
+    assert it.payload["data"]["guild_id"] == str(GUILD_ID)  # the tree finds guild commands by it
+    sent = await fake.wait_for_sent(lambda s: s["interaction_id"] == it.id)
+    assert not errors
+    assert [c["type"] for c in fake.callbacks if c["interaction_id"] == it.id] == [4]
+    assert sent["content"] == f"{BOB_ID} Bob True"
+
+
+def test_model_permissions_and_channels():
+    fake = FakeDiscord()  # the model needs no server
+    assert fake.permissions(OWNER_ID, MOD_LOG_ID) == Perm.ALL
+    assert not fake.permissions(BOB_ID, MOD_LOG_ID) & Perm.VIEW_CHANNEL  # @everyone denied
+    assert fake.permissions(BOT_ID, MOD_LOG_ID) & Perm.SEND_MESSAGES  # the bot's role allowed
+    assert fake.permissions(BOT_ID, GENERAL_ID) & Perm.MANAGE_MESSAGES
+    assert not fake.permissions(BOB_ID, GENERAL_ID) & Perm.MANAGE_MESSAGES
+
+    # a member overwrite beats the roles
+    secret = fake.add_text_channel(
+        2004,
+        "secret",
+        overwrites=[{"id": str(BOB_ID), "type": 1, "allow": str(Perm.MANAGE_MESSAGES), "deny": str(Perm.SEND_MESSAGES)}],
+    )
+    assert secret["guild_id"] == str(GUILD_ID) and fake.channels[2004] is secret
+    bob_there = fake.permissions(BOB_ID, 2004)
+    assert bob_there & Perm.MANAGE_MESSAGES and not bob_there & Perm.SEND_MESSAGES
+
+    # DM channels: one per user, DM permissions whatever the roles
+    assert fake.add_dm_channel(ALICE_ID)["id"] == str(DM_CHANNEL_ID)
+    bob_dm = fake.add_dm_channel(BOB_ID)
+    assert bob_dm["type"] == 1 and bob_dm["recipients"][0]["id"] == str(BOB_ID)
+    assert fake.add_dm_channel(BOB_ID) is bob_dm
+    assert fake.permissions(BOB_ID, int(bob_dm["id"])) == Perm.DM_DEFAULT

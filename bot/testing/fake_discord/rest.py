@@ -1,0 +1,269 @@
+"""REST plumbing of the fake (recording, routing, error bodies) and the plain reads: users, application, gateway, guild."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bot.testing.fake_discord.ids import APP_ID, GUILD_ID, OWNER_ID
+from bot.testing.fake_discord.records import RecordedRequest, _ApiError
+
+
+class RestMixin:
+    """Part of :class:`FakeDiscord`: every ``/api/v10`` request is recorded, matched against the route table and answered."""
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    @staticmethod
+    def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        # Exactly "application/json": discord.py's json_or_text compares the header verbatim.
+        return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json", headers=headers)
+
+    @staticmethod
+    def _no_content() -> web.Response:
+        return web.Response(status=204)
+
+    def _error_response(self, err: _ApiError) -> web.Response:
+        body: dict[str, Any] = {"message": err.message, "code": err.code}
+        if err.errors:
+            body["errors"] = err.errors
+        return self._json(body, status=err.status)
+
+    async def _read_body(self, request: web.Request) -> tuple[Any, list[dict[str, Any]]]:
+        ctype = request.content_type
+        if ctype == "multipart/form-data":
+            payload: Any = None
+            files: list[dict[str, Any]] = []
+            reader = await request.multipart()
+            async for part in reader:
+                data = await part.read(decode=False)
+                if part.name == "payload_json":
+                    payload = json.loads(data.decode("utf-8"))
+                elif part.filename is not None:
+                    files.append(
+                        {
+                            "name": part.name,
+                            "filename": part.filename,
+                            "content_type": part.headers.get("Content-Type"),
+                            "data": bytes(data),
+                            "size": len(data),
+                        }
+                    )
+            return payload, files
+        if request.can_read_body:
+            raw = await request.read()
+            if raw:
+                try:
+                    return json.loads(raw.decode("utf-8")), []
+                except ValueError:
+                    return raw, []
+        return None, []
+
+    async def _api_handler(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        method = request.method
+        try:
+            body, files = await self._read_body(request)
+        except Exception:  # noqa: BLE001 - a malformed body is recorded as None; the route decides
+            body, files = None, []
+        rec = RecordedRequest(
+            method=method,
+            path=path,
+            query=dict(request.query),
+            json=body,
+            files=files,
+            headers=dict(request.headers),
+            time=time.monotonic(),
+        )
+        self.requests.append(rec)
+        self._notify()
+        try:
+            response = await self._answer_api(rec, request)
+        except _ApiError as err:
+            response = self._error_response(err)
+        except Exception as exc:  # noqa: BLE001 - surface fake bugs as 500 with the message
+            response = self._json({"message": f"fake discord error: {exc!r}", "code": 0}, status=500)
+        rec.status = response.status
+        self._notify()
+        return response
+
+    async def _answer_api(self, rec: RecordedRequest, request: web.Request) -> web.StreamResponse:
+        rule = self._take_rule(rec.method, rec.path)
+        if rule is not None:
+            if rule.delay:
+                await asyncio.sleep(rule.delay)
+            if rule.status is not None:
+                rec.injected = True
+                return self._failure_response(rule)
+        for method, pattern, handler, needs_auth in self._routes:
+            if method != rec.method:
+                continue
+            m = pattern.fullmatch(rec.path)
+            if m is None:
+                continue
+            if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
+                raise _ApiError(401, 0, "401: Unauthorized")
+            return await handler(rec, **m.groupdict())
+        raise _ApiError(404, 0, "404: Not Found")
+
+    def _build_routes(self) -> list[tuple[str, re.Pattern, Callable[..., Awaitable[web.StreamResponse]], bool]]:
+        ID = r"(?P<{}>\d+)"
+        TOKEN = r"(?P<token>[^/]+)"
+        msg = r"(?P<mid>@original|\d+)"
+        table = [
+            ("GET", r"/users/@me", self._get_me, True),
+            ("GET", r"/users/" + ID.format("uid"), self._get_user, True),
+            ("POST", r"/users/@me/channels", self._create_dm, True),
+            ("GET", r"/oauth2/applications/@me", self._get_app_info, True),
+            ("GET", r"/applications/@me", self._get_app_info, True),
+            ("GET", r"/gateway", self._get_gateway, False),
+            ("GET", r"/gateway/bot", self._get_gateway_bot, True),
+            ("GET", r"/guilds/" + ID.format("gid"), self._get_guild, True),
+            ("GET", r"/guilds/" + ID.format("gid") + r"/channels", self._get_guild_channels, True),
+            ("GET", r"/guilds/" + ID.format("gid") + r"/roles", self._get_guild_roles, True),
+            ("GET", r"/guilds/" + ID.format("gid") + r"/members/" + ID.format("uid"), self._get_member, True),
+            ("GET", r"/channels/" + ID.format("cid"), self._get_channel, True),
+            ("GET", r"/channels/" + ID.format("cid") + r"/messages", self._get_history, True),
+            ("POST", r"/channels/" + ID.format("cid") + r"/messages", self._post_message, True),
+            ("GET", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._get_message, True),
+            ("PATCH", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._edit_message, True),
+            ("DELETE", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._delete_message, True),
+            ("POST", r"/channels/" + ID.format("cid") + r"/typing", self._typing, True),
+            (
+                "PUT",
+                r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid") + r"/reactions/(?P<emoji>[^/]+)/@me",
+                self._add_reaction,
+                True,
+            ),
+            (
+                "DELETE",
+                r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid") + r"/reactions/(?P<emoji>[^/]+)/@me",
+                self._remove_reaction,
+                True,
+            ),
+            ("GET", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._list_commands, True),
+            ("PUT", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._put_commands, True),
+            ("POST", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._post_command, True),
+            (
+                "GET",
+                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
+                self._get_command,
+                True,
+            ),
+            (
+                "PATCH",
+                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
+                self._patch_command,
+                True,
+            ),
+            (
+                "DELETE",
+                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
+                self._delete_command,
+                True,
+            ),
+            ("POST", r"/interactions/" + ID.format("iid") + "/" + TOKEN + r"/callback", self._interaction_callback, False),
+            ("POST", r"/webhooks/" + ID.format("app") + "/" + TOKEN, self._followup, False),
+            ("GET", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_get, False),
+            ("PATCH", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_edit, False),
+            ("DELETE", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_delete, False),
+        ]
+        return [(m, re.compile(p), h, a) for m, p, h, a in table]
+
+    # ------------------------------------------------------------------ REST: users, app, gateway, guild
+
+    async def _get_me(self, rec: RecordedRequest) -> web.Response:
+        me = dict(self.bot_user, verified=True, mfa_enabled=False, email=None, locale="en-US", bio="")
+        return self._json(me)
+
+    async def _get_user(self, rec: RecordedRequest, uid: str) -> web.Response:
+        user = self.users.get(int(uid))
+        if user is None:
+            raise _ApiError(404, 10013, "Unknown User")
+        return self._json(user)
+
+    async def _create_dm(self, rec: RecordedRequest) -> web.Response:
+        uid = int((rec.json or {}).get("recipient_id", 0))
+        if uid not in self.users:
+            raise _ApiError(400, 50007, "Cannot send messages to this user")
+        return self._json(self.add_dm_channel(uid))
+
+    def app_info(self) -> dict[str, Any]:
+        return {
+            "id": str(APP_ID),
+            "name": "llava-bot",
+            "icon": None,
+            "description": "A fake application",
+            "summary": "",
+            "type": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "verify_key": "00" * 32,
+            "owner": self.users[OWNER_ID],
+            "team": None,
+            "flags": (1 << 15) | (1 << 19) | (1 << 23),  # gateway: guild members / message content limited; app commands
+            "bot": self.bot_user,
+            "redirect_uris": [],
+            "interactions_endpoint_url": None,
+            "rpc_origins": [],
+            "tags": [],
+            "install_params": {"scopes": ["bot", "applications.commands"], "permissions": "0"},
+            "integration_types_config": {"0": {}},
+            "approximate_guild_count": 1,
+        }
+
+    async def _get_app_info(self, rec: RecordedRequest) -> web.Response:
+        return self._json(self.app_info())
+
+    async def _get_gateway(self, rec: RecordedRequest) -> web.Response:
+        return self._json({"url": self.gateway_url})
+
+    async def _get_gateway_bot(self, rec: RecordedRequest) -> web.Response:
+        return self._json(
+            {
+                "url": self.gateway_url,
+                "shards": 1,
+                "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
+            }
+        )
+
+    def _check_guild(self, gid: str) -> None:
+        if int(gid) != GUILD_ID:
+            raise _ApiError(404, 10004, "Unknown Guild")
+
+    def guild_payload(self) -> dict[str, Any]:
+        """The guild without gateway-only fields (REST shape)."""
+        return dict(self.guild, roles=list(self.roles.values()))
+
+    async def _get_guild(self, rec: RecordedRequest, gid: str) -> web.Response:
+        self._check_guild(gid)
+        return self._json(self.guild_payload())
+
+    async def _get_guild_channels(self, rec: RecordedRequest, gid: str) -> web.Response:
+        self._check_guild(gid)
+        return self._json([c for c in self.channels.values() if c["type"] != 1])
+
+    async def _get_guild_roles(self, rec: RecordedRequest, gid: str) -> web.Response:
+        self._check_guild(gid)
+        return self._json(list(self.roles.values()))
+
+    async def _get_member(self, rec: RecordedRequest, gid: str, uid: str) -> web.Response:
+        self._check_guild(gid)
+        if int(uid) not in self.members:
+            raise _ApiError(404, 10007, "Unknown Member")
+        return self._json(self.member_payload(int(uid)))
+
+    def _channel(self, cid: Any) -> dict[str, Any]:
+        ch = self.channels.get(int(cid))
+        if ch is None:
+            raise _ApiError(404, 10003, "Unknown Channel")
+        return ch
+
+    async def _get_channel(self, rec: RecordedRequest, cid: str) -> web.Response:
+        return self._json(self._channel(cid))
