@@ -6,7 +6,7 @@ CLI and the cogs use these types only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -94,6 +94,8 @@ class EngineInfo:
     text_backend: str = "unknown"
     clip_backend: str = "unknown"
     gpu_offload: bool = False
+    #: where a remote engine lives, without any user:password@ ("" for a local one)
+    url: str = ""
 
 
 class EngineError(Exception):
@@ -120,8 +122,20 @@ class Engine(Protocol):
     def load(self) -> None:
         """Load the model and warm it up; return only when it can answer."""
 
-    def generate(self, request: VisionRequest) -> Answer:
-        """Answer one request (blocking; called from a worker thread)."""
+    def generate(self, request: VisionRequest, *, should_stop: Callable[[], bool] | None = None) -> Answer:
+        """Answer one request (blocking; called from a worker thread).
+
+        ``should_stop`` is polled between tokens (a remote engine polls it on
+        every line it receives); when it returns True the engine stops and
+        returns the partial answer with ``finish_reason`` "cancelled".  Past
+        ``request.time_limit_s`` it returns the partial answer with
+        ``finish_reason`` "timeout".
+
+        Raises only :class:`EngineError` subclasses: :class:`EndpointDown`
+        when the server is not usable (give the job to another engine),
+        :class:`RequestError` when the input cannot be answered as asked, and
+        :class:`EngineError` otherwise (this job fails, the engine goes on).
+        """
 
     def close(self) -> None:
         """Free the model."""

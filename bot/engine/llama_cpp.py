@@ -339,67 +339,83 @@ class LlamaCppEngine:
         """Answer one request.  ``should_stop`` is polled between tokens."""
         if self._llama is None:
             raise EngineError("the model is not loaded")
-        mtmd = self._mtmd
-        llama = self._llama
         started = time.perf_counter()
         timings = StageTimings()
+        n_prompt, max_tokens = self._prepare_prompt(request, timings)
+        prompt_done = time.perf_counter()
+        stopper = _Stopper(started + request.time_limit_s if request.time_limit_s else None, should_stop)
+        result = self._complete(request, max_tokens, stopper)
+        finished = time.perf_counter()
+        timings.generation_s = finished - prompt_done
+        timings.total_s = finished - started
+        timings.first_token_s = (stopper.first_token - started) if stopper.first_token is not None else timings.total_s
+        return _build_answer(result, n_prompt, timings, stopper.reason)
+
+    def _prepare_prompt(self, request: VisionRequest, timings: StageTimings) -> tuple[int, int]:
+        """Tokenize the prompt with its images and evaluate it into the KV cache.
+
+        Returns the prompt's length in tokens and ``max_tokens`` capped to the
+        room left in the context.
+        """
+        mtmd = self._mtmd
         marker = mtmd.mtmd_default_marker().decode("utf-8")
         text = self._render(request, marker).encode("utf-8")
-
-        bitmaps = []
+        bitmaps: list[Any] = []
         chunks = None
         try:
             for uri in request.images:
-                data = _decode_data_uri(uri)
-                buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-                bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._mtmd_ctx, buf, len(data), False)
-                if not bitmap:
-                    raise RequestError("the model could not decode that image")
-                mtmd.mtmd_bitmap_set_id(bitmap, hashlib.sha256(data).hexdigest()[:32].encode())
-                bitmaps.append(bitmap)
+                bitmaps.append(self._bitmap(uri))
             chunks = mtmd.mtmd_input_chunks_init()
-            input_text = mtmd.mtmd_input_text()
-            input_text.text = text
-            input_text.text_len = len(text)
-            input_text.add_special = True
-            input_text.parse_special = True
-            array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
-            rc = mtmd.mtmd_tokenize(self._mtmd_ctx, chunks, ctypes.byref(input_text), array, len(bitmaps))
-            if rc != 0:
-                raise EngineError(f"could not tokenize the prompt with its images (mtmd error {rc})")
+            self._tokenize(text, bitmaps, chunks)
             n_prompt = int(mtmd.mtmd_helper_get_n_tokens(chunks))
-            room = self.n_ctx - n_prompt
-            if room < 1:
-                raise RequestError(
-                    f"the question and image need {n_prompt} tokens, more than the model's context "
-                    f"of {self.n_ctx}; ask a shorter question"
-                )
-            max_tokens = min(request.max_tokens, room)
+            max_tokens = self._check_room(n_prompt, request.max_tokens)
             self._eval_prompt(chunks, timings)
         finally:
             if chunks is not None:
                 mtmd.mtmd_input_chunks_free(chunks)
             for bitmap in bitmaps:
                 mtmd.mtmd_bitmap_free(bitmap)
+        return n_prompt, max_tokens
 
-        prompt_done = time.perf_counter()
-        first_token: list[float] = []
-        stopped_early: list[str] = []
-        deadline = started + request.time_limit_s if request.time_limit_s else None
+    def _bitmap(self, uri: str) -> Any:
+        """One image as an mtmd bitmap, identified by its content hash (for the prefix cache)."""
+        mtmd = self._mtmd
+        data = _decode_data_uri(uri)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._mtmd_ctx, buf, len(data), False)
+        if not bitmap:
+            raise RequestError("the model could not decode that image")
+        mtmd.mtmd_bitmap_set_id(bitmap, hashlib.sha256(data).hexdigest()[:32].encode())
+        return bitmap
 
-        def stop_criterion(input_ids: Any, logits: Any) -> bool:
-            if not first_token:
-                first_token.append(time.perf_counter())
-            if should_stop is not None and should_stop():
-                stopped_early.append("cancelled")
-                return True
-            if deadline is not None and time.perf_counter() > deadline:
-                stopped_early.append("timeout")
-                return True
-            return False
+    def _tokenize(self, text: bytes, bitmaps: list[Any], chunks: Any) -> None:
+        """Fill ``chunks`` with the prompt's text and image chunks."""
+        mtmd = self._mtmd
+        input_text = mtmd.mtmd_input_text()
+        input_text.text = text
+        input_text.text_len = len(text)
+        input_text.add_special = True
+        input_text.parse_special = True
+        array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+        rc = mtmd.mtmd_tokenize(self._mtmd_ctx, chunks, ctypes.byref(input_text), array, len(bitmaps))
+        if rc != 0:
+            raise EngineError(f"could not tokenize the prompt with its images (mtmd error {rc})")
 
+    def _check_room(self, n_prompt: int, max_tokens: int) -> int:
+        """``max_tokens`` capped to the context left after the prompt; a prompt that fills it is refused."""
+        room = self.n_ctx - n_prompt
+        if room < 1:
+            raise RequestError(
+                f"the question and image need {n_prompt} tokens, more than the model's context "
+                f"of {self.n_ctx}; ask a shorter question"
+            )
+        return min(max_tokens, room)
+
+    def _complete(self, request: VisionRequest, max_tokens: int, stopper: _Stopper) -> dict[str, Any]:
+        """Generate from the evaluated prompt (an exact KV-cache hit) with ``max_tokens`` always set."""
         import llama_cpp
 
+        llama = self._llama
         try:
             result = llama.create_completion(
                 prompt=llama.input_ids[: llama.n_tokens].tolist(),
@@ -407,7 +423,7 @@ class LlamaCppEngine:
                 temperature=request.temperature,
                 seed=self.seed,
                 stream=False,
-                stopping_criteria=llama_cpp.StoppingCriteriaList([stop_criterion]),
+                stopping_criteria=llama_cpp.StoppingCriteriaList([stopper]),
             )
         except ValueError as exc:
             self._kv = []
@@ -416,22 +432,7 @@ class LlamaCppEngine:
             self._kv = []
             raise
         self._remember_answer()
-        finished = time.perf_counter()
-        choice = result["choices"][0]
-        usage = result["usage"]
-        timings.generation_s = finished - prompt_done
-        timings.total_s = finished - started
-        timings.prompt_tokens = n_prompt
-        timings.completion_tokens = int(usage["completion_tokens"])
-        timings.first_token_s = (first_token[0] - started) if first_token else timings.total_s
-        finish = stopped_early[0] if stopped_early else (choice.get("finish_reason") or "stop")
-        return Answer(
-            text=choice["text"].strip(),
-            finish_reason=finish,
-            prompt_tokens=n_prompt,
-            completion_tokens=timings.completion_tokens,
-            timings=timings,
-        )
+        return result
 
     def _eval_prompt(self, chunks: Any, timings: StageTimings) -> None:
         """Evaluate text and image chunks, timing each stage.
@@ -545,6 +546,42 @@ class LlamaCppEngine:
         last = self._kv[-1]
         generated = tuple(int(t) for t in llama.input_ids[last.end : llama.n_tokens])
         self._kv[-1] = _Span("text", last.key + generated, last.start, last.end + len(generated))
+
+
+@dataclass(slots=True)
+class _Stopper:
+    """The stopping criterion of one generation: notes the first token, stops
+    on ``should_stop`` ("cancelled") or past the deadline ("timeout")."""
+
+    deadline: float | None
+    should_stop: Callable[[], bool] | None
+    first_token: float | None = None
+    reason: str | None = None
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+        if self.should_stop is not None and self.should_stop():
+            self.reason = "cancelled"
+            return True
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            self.reason = "timeout"
+            return True
+        return False
+
+
+def _build_answer(result: dict[str, Any], n_prompt: int, timings: StageTimings, stopped: str | None) -> Answer:
+    """The Answer for a completion result; ``timings`` already holds the stage times."""
+    choice = result["choices"][0]
+    timings.prompt_tokens = n_prompt
+    timings.completion_tokens = int(result["usage"]["completion_tokens"])
+    return Answer(
+        text=choice["text"].strip(),
+        finish_reason=stopped or choice.get("finish_reason") or "stop",
+        prompt_tokens=n_prompt,
+        completion_tokens=timings.completion_tokens,
+        timings=timings,
+    )
 
 
 @dataclass(frozen=True, slots=True)
