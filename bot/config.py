@@ -147,6 +147,10 @@ class ImageSettings(_Section):
     # Hosts attachments may be downloaded from ("host" or "host:port"); nothing else is fetched.
     allowed_hosts: list[str] = Field(default_factory=lambda: list(DISCORD_CDN_HOSTS))
     download_timeout_s: float = Field(30.0, gt=0)
+    # Image preparation: threads, and decoded pixels in flight at once (an image
+    # larger than the budget runs alone). Bounds memory when many arrive together.
+    prepare_workers: int = Field(2, ge=1)
+    pixel_budget: int = Field(48_000_000, ge=1_000_000)
 
 
 class DiscordSettings(_Section):

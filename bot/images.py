@@ -19,6 +19,14 @@ What it takes care of:
   without touching Pillow's process-wide ``MAX_IMAGE_PIXELS``;
 * JPEGs are decoded straight at a reduced scale (``Image.draft``), which is
   most of the speed: libjpeg does the first downscale while decoding;
+* memory: the decoded source is the only full-size buffer.  It is box-reduced
+  by an integer factor first (``Image.reduce``, what ``resize(reducing_gap=)``
+  does) then resampled; a picture that needs a mode conversion (alpha,
+  palette, CMYK, 16-bit) is converted and scaled a band of rows at a time;
+  EXIF orientation is applied to the small result, and the source is closed
+  before the JPEG is encoded.  :func:`decoded_pixels` tells from the header
+  alone how many pixels a preparation will decode (what
+  :mod:`bot.image_pool` budgets);
 * EXIF orientation, the first frame of animations, transparency (composited
   on white), CMYK, 16-bit and 1-bit images all end up as ordinary RGB.
 """
@@ -29,13 +37,15 @@ import base64
 import hashlib
 import io
 import logging
+import math
 import re
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
 
-from PIL import Image, ImageFile, ImageOps, features
+from PIL import Image, ImageFile, features
 from PIL.JpegImagePlugin import JpegImageFile
 
 __all__ = [
@@ -43,6 +53,7 @@ __all__ = [
     "ImageLimits",
     "PreparedImage",
     "check_declared_size",
+    "decoded_pixels",
     "plain_prepare",
     "prepare_image",
 ]
@@ -72,6 +83,23 @@ _HEIF_BRANDS = frozenset(
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+# Downscaling: box-reduce by an integer factor while the picture is at least
+# this many times the target (as ``resize(reducing_gap=3.0)``), then resample.
+_REDUCING_GAP = 3.0
+# A picture that needs a mode conversion is converted and scaled about this
+# many source pixels (a band of whole rows) at a time: no full-size copy.
+_BAND_PIXELS = 2_000_000
+# EXIF orientation -> the transposition that undoes it (as PIL.ImageOps.exif_transpose).
+_ORIENTATIONS: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageError(Exception):
@@ -243,14 +271,17 @@ def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max_side
 
 
-def _to_eight_bit(im: Image.Image) -> Image.Image:
+def _to_eight_bit(
+    im: Image.Image, extrema: tuple[float, float] | None = None
+) -> Image.Image:
     """16/32-bit integer and float grey -> "L", scaled rather than clipped.
 
     Pillow's own conversion clips (a mid-grey 16-bit PNG turns white).
+    ``extrema`` are those of the whole picture when ``im`` is a band of it.
     """
     if im.mode.startswith("I;16"):
         return im.convert("I").point(lambda v: v * (1 / 257)).convert("L")
-    low, high = im.getextrema()
+    low, high = extrema if extrema is not None else im.getextrema()
     if im.mode == "F":
         if low >= 0 and high <= 1.0:
             return im.point(lambda v: v * 255).convert("L")
@@ -265,27 +296,136 @@ def _to_eight_bit(im: Image.Image) -> Image.Image:
     return im.point(lambda v: (v - low) * scale).convert("L")
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any mode -> "RGB"; transparency is composited onto white."""
+_per_thread = threading.local()
+
+
+def _lab_to_srgb() -> object:
+    """A CIELab -> sRGB transform, built once per thread (12 ms; used per band)."""
+    transform = getattr(_per_thread, "lab_to_srgb", None)
+    if transform is None:
+        from PIL import ImageCms
+
+        transform = ImageCms.buildTransform(
+            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+        )
+        _per_thread.lab_to_srgb = transform
+    return transform
+
+
+def _to_rgb(im: Image.Image, extrema: tuple[float, float] | None = None) -> Image.Image:
+    """Any mode -> "RGB"; transparency is composited onto white.
+
+    Works pixel by pixel, so a band of rows converts like the whole picture
+    (given the whole picture's ``extrema`` for "I" and "F").
+    """
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        im = _to_eight_bit(im)  # 16-bit tRNS values are meaningless after this
-    elif im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        "transparency" in im.info and im.mode in ("P", "L", "RGB", "1")
-    ):
+        im = _to_eight_bit(im, extrema)  # 16-bit tRNS values are meaningless after this
+    elif _has_alpha(im):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
         background.alpha_composite(rgba)
+        del rgba
         return background.convert("RGB")
     if im.mode == "RGB":
         return im
     if im.mode == "LAB":  # CIELab TIFFs: Pillow's convert() would copy channels raw
         from PIL import ImageCms
 
-        lab_to_srgb = ImageCms.buildTransform(
-            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
-        )
-        return ImageCms.applyTransform(im, lab_to_srgb)
+        return ImageCms.applyTransform(im, _lab_to_srgb())
     return im.convert("RGB")
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        "transparency" in im.info and im.mode in ("P", "L", "RGB", "1")
+    )
+
+
+def _reduce_factor(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The box-reduction ``resize(target, reducing_gap=_REDUCING_GAP)`` would do first."""
+    return (
+        int(size[0] / target[0] / _REDUCING_GAP) or 1,
+        int(size[1] / target[1] / _REDUCING_GAP) or 1,
+    )
+
+
+def _scale(im: Image.Image, target: tuple[int, int], factor: tuple[int, int]) -> Image.Image:
+    """``im`` box-reduced by ``factor``, then resampled to ``target`` (or ``im``
+    itself when it has that size already): ``resize(reducing_gap=)``'s steps.
+
+    HAMMING: made for downscaling, sharp enough for a model that scales to
+    336 px itself, and twice as fast as LANCZOS (bench, part 3).
+    """
+    if im.size == target:
+        return im
+    width, height = im.size
+    if factor != (1, 1):
+        im = im.reduce(factor)
+    # The source's extent in reduced pixels (a last block may be partial).
+    box = (0.0, 0.0, width / factor[0], height / factor[1])
+    return im.resize(target, Image.Resampling.HAMMING, box=box)
+
+
+def _scale_in_bands(
+    im: Image.Image, target: tuple[int, int], factor: tuple[int, int]
+) -> Image.Image:
+    """``_scale(_to_rgb(im), target, factor)``, made a band of rows at a time.
+
+    Each band of output rows is made from the source rows it needs (plus the
+    filter's reach on either side, starting on a multiple of the vertical
+    factor), converted, reduced and resampled on its own, so the only
+    full-size buffer is the decoded source: an RGBA picture used to cost
+    four full-size copies on top of it, a palette one a 4-byte RGB copy.
+    The result is the whole-picture one, to rounding.
+    """
+    width, height = im.size
+    extrema = im.getextrema() if im.mode in ("I", "F") else None
+    if width * height <= _BAND_PIXELS:
+        return _scale(_to_rgb(im, extrema), target, factor)  # type: ignore[arg-type]
+    out = Image.new("RGB", target)
+    if target == im.size:  # nothing to scale: only the conversion is banded
+        rows = max(1, _BAND_PIXELS // width)
+        for top in range(0, height, rows):
+            band = im.crop((0, top, width, min(height, top + rows)))
+            out.paste(_to_rgb(band, extrema), (0, top))  # type: ignore[arg-type]
+        return out
+    fx, fy = factor
+    reduced_height = -(-height // fy)
+    scale = height / fy / target[1]  # reduced rows per output row
+    reach = math.ceil(scale) + 2  # HAMMING's support is one output pixel each side
+    out_rows = max(1, int(_BAND_PIXELS / width / fy / scale))
+    for top in range(0, target[1], out_rows):
+        bottom = min(target[1], top + out_rows)
+        first = max(0, int(top * scale) - reach)  # in reduced rows
+        last = min(reduced_height, math.ceil(bottom * scale) + reach)
+        band = _to_rgb(im.crop((0, first * fy, width, min(height, last * fy))), extrema)  # type: ignore[arg-type]
+        if factor != (1, 1):
+            band = band.reduce(factor)
+        box = (0.0, top * scale - first, width / fx, bottom * scale - first)
+        out.paste(band.resize((target[0], bottom - top), Image.Resampling.HAMMING, box=box), (0, top))
+        del band
+    return out
+
+
+def _shrink_to_rgb(im: Image.Image, max_side: int) -> Image.Image:
+    """``im`` (loaded) as RGB with its long side <= max_side; may be ``im`` itself."""
+    target = _fit(im.width, im.height, max_side)
+    factor = _reduce_factor(im.size, target)
+    if im.mode in ("RGB", "L") and not _has_alpha(im):
+        # Averaging is valid in these modes: scale first, convert what is left.
+        small = _scale(im, target, factor)
+        return small if small.mode == "RGB" else small.convert("RGB")
+    return _scale_in_bands(im, target, factor)
+
+
+def _orientation(im: Image.Image) -> Image.Transpose | None:
+    """The transposition EXIF orientation asks for, or None (also for broken EXIF)."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+        return _ORIENTATIONS.get(value) if isinstance(value, int) else None
+    except Exception:  # a broken EXIF block should not cost the picture
+        log.debug("ignoring unreadable EXIF orientation", exc_info=True)
+        return None
 
 
 # --------------------------------------------------------------------------
@@ -334,6 +474,8 @@ def prepare_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> Prepare
             if pixels > limits.max_pixels:
                 raise _too_many_pixels(pixels, limits.max_pixels)
             frames, rgb = _decode(im, limits.max_side)
+            if rgb is not im:
+                im.close()  # the full-size source goes before the encode
             # Saved inside the block: ``rgb`` may be ``im`` itself, which
             # cannot be used once closed.
             out = io.BytesIO()
@@ -377,7 +519,10 @@ def prepare_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> Prepare
 
 
 def _decode(im: ImageFile.ImageFile, max_side: int) -> tuple[int, Image.Image]:
-    """Frame count, and the first frame as RGB with its long side <= max_side."""
+    """Frame count, and the first frame as RGB with its long side <= max_side.
+
+    The result may be ``im`` itself (an RGB picture that needed nothing).
+    """
     frames = int(getattr(im, "n_frames", 1) or 1)
     if im.tell() != 0:
         im.seek(0)
@@ -387,17 +532,46 @@ def _decode(im: ImageFile.ImageFile, max_side: int) -> tuple[int, Image.Image]:
             # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below target.
             im.draft("RGB", target)
     im.load()
-    try:
-        ImageOps.exif_transpose(im, in_place=True)
-    except Exception:  # a broken EXIF block should not cost the picture
-        log.debug("ignoring unreadable EXIF orientation", exc_info=True)
-    rgb = _to_rgb(im)
-    target = _fit(rgb.width, rgb.height, max_side)
-    if target != rgb.size:
-        # HAMMING: made for downscaling, sharp enough for a model that scales
-        # to 336 px itself, and twice as fast as LANCZOS (bench, part 3).
-        rgb = rgb.resize(target, Image.Resampling.HAMMING, reducing_gap=3.0)
+    # Scaling and orientation commute (_fit is symmetric), so the picture is
+    # shrunk first and turned when small.
+    transpose = _orientation(im)
+    rgb = _shrink_to_rgb(im, max_side)
+    if transpose is not None:
+        rgb = rgb.transpose(transpose)
     return frames, rgb
+
+
+def decoded_pixels(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> int:
+    """How many pixels :func:`prepare_image` will decode for ``data``, read
+    from the header only (nothing is decoded: well under a millisecond).
+
+    0 when the file will be refused before any decoding (empty, too many
+    bytes, a refused format, over ``max_pixels``); for a JPEG, the reduced
+    size libjpeg will decode at; ``limits.max_pixels`` when the header cannot
+    be read (the preparation will then say what is wrong, at worst after
+    decoding what it can).
+    """
+    if not data or len(data) > limits.max_bytes:
+        return 0
+    try:
+        _refuse_known_unsupported(data)
+    except ImageError:
+        return 0
+    try:
+        with Image.open(io.BytesIO(data), formats=_ALLOWED_FORMATS) as im:
+            width, height = im.size
+            if width * height > limits.max_pixels:
+                return 0
+            if isinstance(im, JpegImageFile):
+                target = _fit(width, height, limits.max_side)
+                if target != im.size:
+                    im.draft("RGB", target)  # header only: picks the scale
+                    width, height = im.size
+            return width * height
+    except Image.DecompressionBombError:
+        return 0
+    except Exception:
+        return limits.max_pixels
 
 
 def plain_prepare(data: bytes, max_side: int) -> bytes:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.engine.base import Answer, Engine, VisionRequest
-from bot.images import ImageLimits, PreparedImage, prepare_image
+from bot.image_pool import ImagePool
+from bot.images import ImageLimits, PreparedImage
 from bot.queue import InferenceQueue, JobHandle
 
 if TYPE_CHECKING:
@@ -100,6 +101,8 @@ class Runtime:
         #: the first engine (the only one in the usual one-GPU setup)
         self.engine = self.engines[0]
         self.limits = image_limits(settings)
+        #: image preparation: bounded threads and a pixel budget ([images])
+        self.image_pool = ImagePool.from_settings(getattr(settings, "images", None), self.limits)
         self.queue = InferenceQueue(
             self.engines,
             max_size=settings.queue.max_size,
@@ -125,11 +128,13 @@ class Runtime:
         await self.queue.close()
         for engine in self.engines:
             await asyncio.to_thread(engine.close)
+        self.image_pool.close()
         self._started = False
 
     async def prepare(self, data: bytes) -> PreparedImage:
-        """Validate and shrink one image off the event loop (raises ImageError)."""
-        return await asyncio.to_thread(prepare_image, data, self.limits)
+        """Validate and shrink one image off the event loop (raises ImageError),
+        in the image pool: a few threads, a bounded number of pixels at once."""
+        return await self.image_pool.prepare(data)
 
     def request(
         self,

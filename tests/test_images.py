@@ -388,6 +388,107 @@ def test_same_image_same_digest():
 
 
 # --------------------------------------------------------------------------
+# memory: one full-size buffer (conversions and scaling go by bands of rows)
+
+
+def max_difference(a: Image.Image, b: Image.Image) -> int:
+    from PIL import ImageChops
+
+    assert a.size == b.size and a.mode == b.mode == "RGB"
+    return max(high for _, high in ImageChops.difference(a, b).getextrema())
+
+
+def whole_picture(im: Image.Image, max_side: int) -> Image.Image:
+    """What the bands must add up to: convert it all, then scale it all."""
+    target = images._fit(im.width, im.height, max_side)
+    return images._scale(images._to_rgb(im), target, images._reduce_factor(im.size, target))
+
+
+@pytest.mark.parametrize(
+    ("size", "max_side"),
+    [
+        ((3000, 2000), 672),  # no reduction first (3000 / 672 < 3 x)
+        ((6000, 1000), 672),  # reduced by 2 across only
+        ((2000, 3001), 300),  # reduced by 3, a partial last block
+        ((900, 700), 900),  # no scaling at all: only the conversion is banded
+    ],
+)
+def test_banded_conversion_matches_the_whole_picture(monkeypatch, size, max_side):
+    rgba = noisy_photo(*size).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(size))
+    expected = whole_picture(rgba, max_side)
+    monkeypatch.setattr(images, "_BAND_PIXELS", 50_000)  # dozens of bands
+
+    target = images._fit(*size, max_side)
+    banded = images._scale_in_bands(rgba, target, images._reduce_factor(size, target))
+
+    assert banded.size == target == expected.size
+    assert max_difference(banded, expected) <= 2
+
+
+def test_large_palette_png_with_transparency_by_bands(monkeypatch):
+    monkeypatch.setattr(images, "_BAND_PIXELS", 20_000)
+    im = Image.new("P", (2400, 1600), 0)
+    im.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)  # index 0 black, 1 blue
+    im.paste(1, (1200, 0, 2400, 1600))
+    prepared = prepare_image(encode(im, "PNG", transparency=0), ImageLimits(max_side=600))
+
+    assert (prepared.width, prepared.height) == (600, 400)
+    out = decoded(prepared)
+    assert close_to(out.getpixel((100, 200)), WHITE)  # transparent black -> white
+    assert close_to(out.getpixel((500, 200)), BLUE)
+    assert close_to(out.getpixel((100, 395)), WHITE) and close_to(out.getpixel((500, 3)), BLUE)
+
+
+def test_float_grey_is_stretched_over_the_whole_picture_not_each_band(monkeypatch):
+    monkeypatch.setattr(images, "_BAND_PIXELS", 5_000)  # 25-row bands
+    im = Image.new("F", (200, 400), -100.0)
+    im.paste(100.0, (0, 200, 200, 400))
+
+    out = decoded(prepare_image(encode(im, "TIFF")))
+
+    assert close_to(out.getpixel((100, 20)), (0, 0, 0), 3)  # a flat band alone would be 128
+    assert close_to(out.getpixel((100, 380)), WHITE, 3)
+
+
+def test_exif_orientation_of_a_scaled_png():
+    im = Image.new("RGBA", (3000, 1500), (0, 160, 0, 255))
+    im.paste((255, 0, 0, 255), (0, 0, 375, 375))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    prepared = prepare_image(encode(im, "PNG", exif=exif), ImageLimits(max_side=672))
+
+    assert (prepared.width, prepared.height) == (336, 672)
+    out = decoded(prepared)
+    assert close_to(out.getpixel((330, 5)), RED, 25)
+    assert close_to(out.getpixel((5, 5)), (0, 160, 0), 25)
+
+
+def test_the_source_is_released_before_the_jpeg_is_encoded(monkeypatch):
+    from PIL._util import DeferredError
+
+    data = encode(Image.new("RGBA", (1500, 1000), (10, 20, 30, 200)), "PNG")
+    opened: list[Image.Image] = []
+    source_gone_at_save: list[bool] = []
+    real_open, real_save = Image.open, Image.Image.save
+
+    def spy_open(*args, **kwargs):
+        opened.append(real_open(*args, **kwargs))
+        return opened[-1]
+
+    def spy_save(self, *args, **kwargs):
+        source_gone_at_save.append(isinstance(opened[0]._im, DeferredError))
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", spy_open)
+    monkeypatch.setattr(Image.Image, "save", spy_save)
+    prepared = prepare_image(data, ImageLimits(max_side=300))
+
+    assert (prepared.width, prepared.height) == (300, 200)
+    assert source_gone_at_save == [True]
+
+
+# --------------------------------------------------------------------------
 # refusals
 
 
