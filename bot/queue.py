@@ -1,18 +1,30 @@
-"""The inference queue: bounded, fair per user, one consumer per engine.
+"""The inference queue: bounded, fair per user, one supervised consumer per engine.
 
-``submit()`` either refuses at once (:class:`Refused`, with a reason fit for
-the user) or returns a :class:`JobHandle` that knows its place in line and
-whose ``result()`` is the :class:`~bot.engine.base.Answer`.
+Admission comes first and costs nothing: :meth:`InferenceQueue.reserve`
+checks the per-user, per-minute and queue-size limits and holds places in
+line for a whole message (all its images) before anything is downloaded or
+decoded; it raises :class:`Refused` (``str(exc)`` is fit for the user).
+``submit(request, reservation=...)`` then turns one held place into a job and
+returns a :class:`JobHandle` that knows its place in line and whose
+``result()`` is the :class:`~bot.engine.base.Answer`.  A place that is not
+used (the download failed) goes back with ``reservation.release_one()``; the
+user's count goes back with ``reservation.close()``.
+
+Two lanes: ``question`` (people asking) and ``caption`` (automatic captions),
+each with its own size cap.  A free engine always takes a waiting question
+before a caption, so captions cannot starve questions.
 
 Each engine gets exactly one consumer task and one dedicated worker thread, so
 an engine is never called twice at once and the event loop never blocks on
-the model.  An exception in one job goes to that job's caller only; the
-consumer carries on with the next job.
+the model.  An exception in one job goes to that job's caller only; a
+consumer that dies anyway is logged and restarted (its job goes back to the
+front of the line).  A probe that raises counts as "still down".
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import statistics
@@ -21,10 +33,15 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bot.engine.base import Answer, EndpointDown, Engine, EngineError, VisionRequest
+from bot.reply import ENGINES_DOWN, QUEUE_FULL, RESTARTING, STOPPED, TOO_FAST, TOO_MANY_PENDING
 
 log = logging.getLogger(__name__)
+
+Lane = Literal["question", "caption"]
+LANES: tuple[Lane, ...] = ("question", "caption")  # in the order a free engine looks at them
 
 
 class Refused(Exception):
@@ -32,21 +49,68 @@ class Refused(Exception):
 
 
 class QueueClosed(Refused):
-    """The queue is shutting down; raised by ``submit`` and by waiting jobs' results."""
+    """The queue is shutting down; raised by ``submit`` and by unfinished jobs' results.
+
+    ``parked``: the job was not answered because the bot is stopping, and it
+    may be answered after the restart (it stays in the journal).
+    """
+
+    def __init__(self, reason: str, *, parked: bool = False) -> None:
+        super().__init__(reason)
+        self.parked = parked
 
 
 class JobCancelled(Exception):
     """``result()`` of a job that was cancelled before it ran."""
 
 
+class Reservation:
+    """Places in line held for one message's jobs, and the asker's count."""
+
+    def __init__(self, queue: InferenceQueue, user_id: int | str | None, lane: Lane, slots: int) -> None:
+        self._queue = queue
+        self.user_id = user_id
+        self.lane = lane
+        self.slots = slots
+        self.closed = False
+
+    def take_one(self) -> None:
+        if self.slots <= 0:
+            raise RuntimeError("this reservation has no place left")
+        self.slots -= 1
+        self._queue._reserved[self.lane] -= 1
+
+    def release_one(self) -> None:
+        """Give back one unused place (its job ended before reaching the queue)."""
+        if self.slots > 0:
+            self.take_one()
+
+    def close(self) -> None:
+        """The message's jobs are all over: give back what is left, and the asker's count."""
+        if self.closed:
+            return
+        self.closed = True
+        while self.slots:
+            self.take_one()
+        self._queue._release_user(self.user_id)
+
+
 @dataclass(eq=False)
 class _Job:
     id: int
-    user_id: int | str | None
+    reservation: Reservation
     request: VisionRequest
     future: asyncio.Future[Answer]
+    #: the reservation belongs to this job alone (submit without one): closed when it ends
+    owns_reservation: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     attempts: int = 0  # engines that went down while running it
+    #: set when an engine takes it
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def lane(self) -> Lane:
+        return self.reservation.lane
 
 
 class JobHandle:
@@ -56,8 +120,8 @@ class JobHandle:
         self._queue = queue
         self._job = job
         self.id = job.id
-        #: Jobs ahead of this one when it was accepted (running ones included);
-        #: 0 means an engine was free and it starts at once.
+        #: Jobs ahead of this one when it was accepted (running ones included)
+        #: when it has to wait; 0 means an engine was free and it starts at once.
         self.position = position
 
     def current_position(self) -> int | None:
@@ -67,6 +131,10 @@ class JobHandle:
     @property
     def done(self) -> bool:
         return self._job.future.done()
+
+    async def started(self) -> None:
+        """Return once an engine has taken the job (never, if it ends first)."""
+        await self._job.started.wait()
 
     async def result(self) -> Answer:
         """Wait for the answer.  Raises the engine's error, JobCancelled or QueueClosed."""
@@ -79,7 +147,7 @@ class JobHandle:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    depth: int  # waiting, not yet started
+    depth: int  # waiting, not yet started (both lanes)
     busy: int  # engines working right now
     engines: int
     served: int
@@ -88,6 +156,7 @@ class QueueStats:
     refused: int
     p50_s: float | None
     p95_s: float | None
+    captions_waiting: int = 0
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -98,6 +167,14 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
+def _takes_should_stop(engine: Engine) -> bool:
+    try:
+        params = inspect.signature(engine.generate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "should_stop" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 class InferenceQueue:
     def __init__(
         self,
@@ -106,6 +183,7 @@ class InferenceQueue:
         max_size: int,
         per_user: int,
         per_user_per_minute: int = 0,
+        caption_max_size: int | None = None,
         latency_window: int = 200,
         clock: Callable[[], float] = time.monotonic,
         max_attempts: int = 3,
@@ -115,6 +193,7 @@ class InferenceQueue:
         if not self._engines:
             raise ValueError("an InferenceQueue needs at least one engine")
         self.max_size = max_size
+        self.caption_max_size = caption_max_size if caption_max_size is not None else max_size
         self.per_user = per_user
         self.per_user_per_minute = per_user_per_minute
         self._clock = clock
@@ -125,18 +204,25 @@ class InferenceQueue:
         #: called with every answer (metrics); must not raise or block
         self.listeners: list[Callable[[Answer], None]] = []
         self._recent: dict[int | str, deque[float]] = {}
-        self._waiting: deque[_Job] = deque()
+        self._last_sweep = clock()
+        self._waiting: dict[Lane, deque[_Job]] = {lane: deque() for lane in LANES}
+        self._reserved: Counter[Lane] = Counter()
         self._running: set[_Job] = set()
-        self._per_user: Counter[int | str | None] = Counter()
+        self._per_user: Counter[int | str] = Counter()
         self._ids = itertools.count(1)
         self._wakeup: asyncio.Event | None = None
+        self._closing: asyncio.Event | None = None
         self._consumers: list[asyncio.Task[None]] = []
         self._executors: list[ThreadPoolExecutor] = []
         self._closed = False
+        self._parking = False
+        #: set when stopping: running generations end at their next token
+        self._stop_now = False
         self.served = 0
         self.failed = 0
         self.cancelled = 0
         self.refused = 0
+        self.restarts = 0
         self.latencies: deque[float] = deque(maxlen=latency_window)
         #: seconds an engine sat idle between two jobs while the next one was already waiting
         self.idle_gaps: deque[float] = deque(maxlen=latency_window)
@@ -144,7 +230,7 @@ class InferenceQueue:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start one consumer per engine (the engines must already be loaded)."""
+        """Start one supervised consumer per engine (the engines must already be loaded)."""
         if self._consumers:
             return
         self._wakeup = asyncio.Event()
@@ -152,19 +238,20 @@ class InferenceQueue:
         for index, engine in enumerate(self._engines):
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{index}")
             self._executors.append(executor)
-            task = asyncio.create_task(self._consume(engine, executor), name=f"llava-consumer-{index}")
+            task = asyncio.create_task(self._supervise(engine, executor), name=f"llava-consumer-{index}")
             self._consumers.append(task)
 
-    async def close(self, reason: str = "the bot is restarting, please ask again in a minute") -> None:
-        """Refuse new jobs, fail waiting ones with ``reason``, let running ones finish."""
+    async def close(self, reason: str = RESTARTING, *, park: bool = False) -> None:
+        """Refuse new jobs, end waiting ones with ``QueueClosed(reason, parked=park)``,
+        let running ones finish (or stop them with :meth:`stop_running`)."""
         self._closed = True
-        if self._consumers:
+        self._parking = park
+        if self._closing is not None:
             self._closing.set()
-        while self._waiting:
-            job = self._waiting.popleft()
-            self._forget(job)
-            if not job.future.done():
-                job.future.set_exception(QueueClosed(reason))
+        for lane in LANES:
+            waiting = self._waiting[lane]
+            while waiting:
+                self._end(waiting.popleft(), QueueClosed(reason, parked=park))
         if self._wakeup is not None:
             self._wakeup.set()
         if self._consumers:
@@ -174,37 +261,89 @@ class InferenceQueue:
         self._consumers.clear()
         self._executors.clear()
 
+    def stop_running(self) -> None:
+        """Stop the running generations at their next token (a bounded shutdown).
+        Their jobs end with ``QueueClosed(parked=...)`` as set by :meth:`close`."""
+        self._stop_now = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # -- producer side ----------------------------------------------------------
 
-    def submit(self, request: VisionRequest, *, user_id: int | str | None = None) -> JobHandle:
-        """Accept a job or raise :class:`Refused` at once."""
+    def reserve(self, user_id: int | str | None, count: int = 1, *, lane: Lane = "question") -> Reservation:
+        """Hold ``count`` places for one message's jobs, or raise :class:`Refused` at once.
+
+        ``user_id`` None skips the per-user limits (captions, replayed jobs)."""
         if self._closed:
-            raise QueueClosed("the bot is restarting, please ask again in a minute")
+            raise QueueClosed(RESTARTING)
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if user_id is not None:
+            self._check_user(user_id)
+        cap = self.max_size if lane == "question" else self.caption_max_size
+        if len(self._waiting[lane]) + self._reserved[lane] + count > cap:
+            self.refused += 1
+            raise Refused(QUEUE_FULL.format(cap=cap))
+        self._reserved[lane] += count
+        if user_id is not None:
+            self._per_user[user_id] += 1
+            if self.per_user_per_minute:
+                self._recent.setdefault(user_id, deque()).append(self._clock())
+        return Reservation(self, user_id, lane, count)
+
+    def _check_user(self, user_id: int | str) -> None:
+        if self._per_user[user_id] >= self.per_user:
+            self.refused += 1
+            raise Refused(TOO_MANY_PENDING.format(count=self._per_user[user_id]))
+        if self.per_user_per_minute:
+            self._check_rate(user_id)
+
+    def _release_user(self, user_id: int | str | None) -> None:
+        if user_id is None:
+            return
+        self._per_user[user_id] -= 1
+        if self._per_user[user_id] <= 0:
+            del self._per_user[user_id]
+
+    def submit(
+        self,
+        request: VisionRequest,
+        *,
+        user_id: int | str | None = None,
+        reservation: Reservation | None = None,
+    ) -> JobHandle:
+        """Turn a held place into a job (without ``reservation``: reserve one now)."""
+        if self._closed:
+            raise QueueClosed(RESTARTING)
         if self._wakeup is None:
             raise RuntimeError("InferenceQueue.start() was not called")
-        if user_id is not None and self._per_user[user_id] >= self.per_user:
-            self.refused += 1
-            raise Refused(
-                f"you already have {self._per_user[user_id]} question(s) waiting; "
-                "please wait for an answer first"
-            )
-        if user_id is not None and self.per_user_per_minute:
-            self._check_rate(user_id)
-        if len(self._waiting) >= self.max_size:
-            self.refused += 1
-            raise Refused(f"the queue is full ({self.max_size} waiting), please try again in a minute")
-        loop = asyncio.get_running_loop()
-        job = _Job(next(self._ids), user_id, request, loop.create_future())
-        position = len(self._waiting) + len(self._running)
-        self._waiting.append(job)
-        self._per_user[user_id] += 1
-        if user_id is not None and self.per_user_per_minute:
-            self._recent.setdefault(user_id, deque()).append(self._clock())
+        owns = reservation is None
+        if reservation is None:
+            reservation = self.reserve(user_id, 1)
+        reservation.take_one()
+        job = _Job(next(self._ids), reservation, request, asyncio.get_running_loop().create_future(), owns_reservation=owns)
+        position = self._ahead(job.lane)
+        self._waiting[job.lane].append(job)
         self._wakeup.set()
-        return JobHandle(self, job, position)
+        return JobHandle(self, job, position if self._must_wait(position) else 0)
+
+    def _ahead(self, lane: Lane) -> int:
+        """Jobs that start before a new job of ``lane`` (running ones included)."""
+        waiting = len(self._waiting["question"])
+        if lane == "caption":
+            waiting += len(self._waiting["caption"])
+        return waiting + len(self._running)
+
+    def _must_wait(self, ahead: int) -> bool:
+        up = sum(1 for e in self._engines if e.info.name not in self.down) or len(self._engines)
+        return ahead >= up
 
     def _check_rate(self, user_id: int | str) -> None:
         now = self._clock()
+        if now - self._last_sweep >= 60.0:
+            self._sweep_rates(now)
         recent = self._recent.get(user_id)
         if recent is None:
             return
@@ -216,31 +355,36 @@ class InferenceQueue:
         if len(recent) >= self.per_user_per_minute:
             self.refused += 1
             wait = max(1, round(60.0 - (now - recent[0])))
-            raise Refused(
-                f"you can ask {self.per_user_per_minute} questions a minute; please wait {wait} s"
-            )
+            raise Refused(TOO_FAST.format(limit=self.per_user_per_minute, wait=wait))
+
+    def _sweep_rates(self, now: float) -> None:
+        """Forget users who asked nothing in the last minute (the table stays bounded)."""
+        self._last_sweep = now
+        for user_id in [u for u, times in self._recent.items() if not times or now - times[-1] >= 60.0]:
+            del self._recent[user_id]
+
+    @property
+    def rate_table_size(self) -> int:
+        return len(self._recent)
 
     def _position_of(self, job: _Job) -> int | None:
+        waiting = self._waiting[job.lane]
         try:
-            return self._waiting.index(job) + len(self._running)
+            index = waiting.index(job)
         except ValueError:
             return None
+        if job.lane == "caption":
+            index += len(self._waiting["question"])
+        return index + len(self._running)
 
     def _cancel(self, job: _Job) -> bool:
         try:
-            self._waiting.remove(job)
+            self._waiting[job.lane].remove(job)
         except ValueError:
             return False
-        self._forget(job)
         self.cancelled += 1
-        if not job.future.done():
-            job.future.set_exception(JobCancelled(f"job {job.id} was cancelled"))
+        self._settle(job, error=JobCancelled(f"job {job.id} was cancelled"))
         return True
-
-    def _forget(self, job: _Job) -> None:
-        self._per_user[job.user_id] -= 1
-        if self._per_user[job.user_id] <= 0:
-            del self._per_user[job.user_id]
 
     # -- consumer side ----------------------------------------------------------
 
@@ -250,79 +394,129 @@ class InferenceQueue:
             raise RuntimeError("InferenceQueue.start() was not called")
         # Single event loop: nothing runs between the check and clear(), so a
         # submit cannot be missed.  Every idle consumer wakes; one takes the job.
-        while not self._waiting and not self._closed:
+        while not self._closed and not any(self._waiting.values()):
             wakeup.clear()
             await wakeup.wait()
-        if not self._waiting:
-            return None
-        job = self._waiting.popleft()
-        self._running.add(job)
-        return job
+        for lane in LANES:
+            if self._waiting[lane]:
+                job = self._waiting[lane].popleft()
+                self._running.add(job)
+                job.started.set()
+                return job
+        return None
 
-    async def _consume(self, engine: Engine, executor: ThreadPoolExecutor) -> None:
-        loop = asyncio.get_running_loop()
-        # When the engine thread last finished a job (perf_counter seconds).
-        last_end: list[float] = []
+    async def _supervise(self, engine: Engine, executor: ThreadPoolExecutor) -> None:
+        """Run the engine's consumer; if it dies of a bug, log it and start it again."""
+        current: list[_Job] = []
+        while True:
+            try:
+                await self._consume(engine, executor, current)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.restarts += 1
+                log.exception("the consumer of engine %s died; restarting it", engine.info.name)
+                for job in current:
+                    if job in self._running and not job.future.done():
+                        self._running.discard(job)
+                        self._waiting[job.lane].appendleft(job)
+                current.clear()
+                if self._wakeup is not None:
+                    self._wakeup.set()
+                await asyncio.sleep(0.5)
 
-        def run(job: _Job) -> Answer:  # in the engine's thread
+    async def _consume(self, engine: Engine, executor: ThreadPoolExecutor, current: list[_Job]) -> None:
+        run = self._runner(engine)
+        while True:
+            job = await self._next_job()
+            if job is None:
+                return
+            current[:] = [job]  # until it is settled: the supervisor puts it back if we die
+            await self._run_job(engine, executor, run, job)
+            current.clear()
+
+    async def _run_job(self, engine: Engine, executor: ThreadPoolExecutor, run: Callable[[_Job], Answer], job: _Job) -> None:
+        started = time.perf_counter()
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(executor, run, job)
+        except asyncio.CancelledError:
+            self._finish(job, error=QueueClosed(STOPPED, parked=self._parking))
+            raise
+        except EndpointDown as exc:
+            self._put_back(job, engine, exc)
+            await self._recover(engine)
+            return
+        except Exception as exc:  # an engine error belongs to this job only
+            # EngineError is expected (the request cannot be served); anything else is a bug: traceback
+            log.warning("job %d failed on %s: %s", job.id, engine.info.name, exc, exc_info=not isinstance(exc, EngineError))
+            self._finish(job, error=exc)
+            return
+        if self._stop_now and answer.finish_reason == "cancelled":
+            self._finish(job, error=QueueClosed(STOPPED, parked=self._parking))
+            return
+        answer.timings.queue_wait_s = started - job.submitted
+        self._finish(job, answer=answer)
+
+    def _runner(self, engine: Engine) -> Callable[[_Job], Answer]:
+        """The function the engine's thread runs for one job."""
+        last_end: list[float] = []  # when the engine thread last finished a job
+        stoppable = _takes_should_stop(engine)
+
+        def should_stop() -> bool:
+            return self._stop_now
+
+        def run(job: _Job) -> Answer:
             begin = time.perf_counter()
             if last_end and job.submitted < last_end[0]:
                 # This job was already waiting: the engine sat idle for this long.
                 self.idle_gaps.append(begin - last_end[0])
             try:
+                if stoppable:
+                    return engine.generate(job.request, should_stop=should_stop)  # type: ignore[call-arg]
                 return engine.generate(job.request)
             finally:
                 last_end[:] = [time.perf_counter()]
 
-        while True:
-            job = await self._next_job()
-            if job is None:
-                return
-            started = time.perf_counter()
-            try:
-                answer = await loop.run_in_executor(executor, run, job)
-            except asyncio.CancelledError:
-                self._finish(job, error=QueueClosed("the bot stopped before answering"))
-                raise
-            except EndpointDown as exc:
-                self._put_back(job, engine, exc)
-                await self._recover(engine)
-                continue
-            except Exception as exc:  # an engine error belongs to this job only
-                # EngineError is expected (the request cannot be served); anything else is a bug: traceback
-                log.warning("job %d failed on %s: %s", job.id, engine.info.name, exc, exc_info=not isinstance(exc, EngineError))
-                self._finish(job, error=exc)
-                continue
-            answer.timings.queue_wait_s = started - job.submitted
-            self._finish(job, answer=answer)
+        return run
 
     def _put_back(self, job: _Job, engine: Engine, exc: Exception) -> None:
         """An engine went down under this job: give it to the next free engine, at the front."""
         job.attempts += 1
         name = engine.info.name
         self.down.setdefault(name, time.perf_counter())
-        if job.attempts >= self.max_attempts:
-            log.error("job %d failed on %d engines in a row; giving up: %s", job.id, job.attempts, exc)
-            self._finish(job, error=EngineError("the model servers are not answering, please try again later"))
+        if job.attempts >= self.max_attempts or self._closed:
+            log.error("job %d failed on %d engine(s); giving up: %s", job.id, job.attempts, exc)
+            self._finish(job, error=EngineError(ENGINES_DOWN))
             return
         log.warning("engine %s is down (%s); job %d goes back to the front of the queue", name, exc, job.id)
         self._running.discard(job)
-        self._waiting.appendleft(job)
+        self._waiting[job.lane].appendleft(job)
         if self._wakeup is not None:
             self._wakeup.set()
+
+    async def _probe(self, engine: Engine) -> bool:
+        probe = getattr(engine, "probe", None)
+        if probe is None:
+            return True
+        try:
+            return bool(await asyncio.to_thread(probe))
+        except Exception as exc:  # a probe that raises: the engine is still down
+            log.warning("probing engine %s failed: %s", engine.info.name, exc)
+            return False
 
     async def _recover(self, engine: Engine) -> None:
         """Wait until a downed engine answers again (probing with back-off)."""
         name = engine.info.name
-        probe = getattr(engine, "probe", None)
         delay = self.retry_s
-        while not self._closed:
+        closing = self._closing
+        while not self._closed and closing is not None:
             try:
-                await asyncio.wait_for(self._closing.wait(), delay)
+                await asyncio.wait_for(closing.wait(), delay)
                 return  # closing: stop probing
             except TimeoutError:
                 pass
-            if probe is None or await asyncio.to_thread(probe):
+            if await self._probe(engine):
                 break
             delay = min(delay * 2, 30.0)
         if name in self.down:
@@ -330,7 +524,6 @@ class InferenceQueue:
 
     def _finish(self, job: _Job, *, answer: Answer | None = None, error: BaseException | None = None) -> None:
         self._running.discard(job)
-        self._forget(job)
         if answer is not None:
             self.served += 1
             self.latencies.append(time.perf_counter() - job.submitted)
@@ -339,19 +532,30 @@ class InferenceQueue:
                     listener(answer)
                 except Exception:
                     log.exception("queue listener failed")
-            if not job.future.done():
-                job.future.set_result(answer)
         else:
             self.failed += 1
-            if not job.future.done():
-                job.future.set_exception(error or RuntimeError("job failed"))
+        self._settle(job, answer=answer, error=error)
+
+    def _end(self, job: _Job, error: BaseException) -> None:
+        """A waiting job ends without running (the queue closes)."""
+        self._settle(job, error=error)
+
+    def _settle(self, job: _Job, *, answer: Answer | None = None, error: BaseException | None = None) -> None:
+        if job.owns_reservation:
+            job.reservation.close()
+        if job.future.done():
+            return
+        if answer is not None:
+            job.future.set_result(answer)
+        else:
+            job.future.set_exception(error or RuntimeError("job failed"))
 
     # -- status -------------------------------------------------------------
 
     def stats(self) -> QueueStats:
         lat = sorted(self.latencies)
         return QueueStats(
-            depth=len(self._waiting),
+            depth=sum(len(w) for w in self._waiting.values()),
             busy=len(self._running),
             engines=len(self._engines),
             served=self.served,
@@ -360,4 +564,5 @@ class InferenceQueue:
             refused=self.refused,
             p50_s=_percentile(lat, 50),
             p95_s=_percentile(lat, 95),
+            captions_waiting=len(self._waiting["caption"]),
         )

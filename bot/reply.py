@@ -1,14 +1,63 @@
-"""What a user reads: the answer text and the footer line under it.
+"""Every line a user reads: the answer, its footer, refusals and errors.
 
 The CLI prints exactly this; the Discord cogs post exactly this (split over
 Discord's message limit), so what you see in a terminal is what a server
-sees.
+sees.  Refusal and error lines are written here once; the rest of the code
+refers to them by name.
 """
 
 from __future__ import annotations
 
 from bot.engine.base import Answer
 from bot.timing import footer
+
+WARN = "⚠️"
+BUSY_MARK = "⏳"
+
+# -- lines the bot says instead of an answer (friendly() adds the mark and the stop) --
+NO_IMAGE = "attach an image (or reply to a message with one) and mention me with your question"
+NOT_AN_IMAGE = "that file is not an image"
+NO_IMAGE_IN_MESSAGE = "that message has no image"
+NOT_IN_DMS = "I don't answer in direct messages here"
+NOT_IN_CHANNEL = "I don't answer in this channel"
+NEEDS_ROLE = "you need one of the allowed roles to ask me"
+RESTARTING = "the bot is restarting, please ask again in a minute"
+STOPPED = "the bot stopped before finishing this answer"
+ENGINES_DOWN = "the model servers are not answering, please try again later"
+QUEUE_FULL = "the queue is full ({cap} waiting), please try again in a minute"
+TOO_MANY_PENDING = "you already have {count} question(s) waiting; please wait for an answer first"
+TOO_FAST = "you can ask {limit} questions a minute; please wait {wait} s"
+OUR_FAULT = "something went wrong on my side, sorry; please try again"
+GAVE_UP = "I could not answer this one, sorry"
+ADMIN_ONLY = "only the bot's owner or admins can do that"
+FIRST_IMAGES_ONLY = "only the first {count} images are answered"
+
+
+def friendly(reason: str) -> str:
+    """One short line for the user: the warning mark, capitalised, ending in a full stop."""
+    reason = reason.strip()
+    if not reason:
+        reason = "something went wrong"
+    reason = reason[0].upper() + reason[1:]
+    if reason[-1] not in ".!?)":
+        reason += "."
+    return f"{WARN} {reason}"
+
+
+def place_in_line(position: int) -> str:
+    return f"{BUSY_MARK} #{position} in line"
+
+
+def parked_line() -> str:
+    """The note of a job kept for after a restart."""
+    return f"{BUSY_MARK} The bot is restarting; I will answer this when it is back."
+
+
+def late_head(user_id: int | None, filename: str) -> str:
+    """The first line of an answer posted in the channel because its interaction expired."""
+    who = f"<@{user_id}>" if user_id else "someone"
+    return f"Answer to {who}'s question ({filename}), sorry for the delay:"
+
 
 EMPTY_ANSWER = "(the model gave an empty answer)"
 CUT_MARK = " …(cut at the answer limit)"

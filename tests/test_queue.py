@@ -323,3 +323,173 @@ async def test_a_job_that_every_engine_drops_fails_with_a_clear_line():
     with pytest.raises(EngineError, match="the model servers are not answering"):
         await queue.submit(req("doomed"), user_id=1).result()
     await queue.close()  # returns although every engine is still down
+
+
+# -- admission before cost, lanes, supervision, bounded tables, stopping ---------------
+
+
+async def test_reservations_hold_places_before_any_job_exists(setup):
+    engine, queue = setup  # max_size=3, per_user=2
+    engine.gate.clear()
+    running = queue.submit(req("run"), user_id="u0")
+    await started(engine)
+    held = queue.reserve("u1", 3)  # a message with three images, none downloaded yet
+    with pytest.raises(Refused, match=r"the queue is full \(3 waiting\)"):
+        queue.reserve("u2", 1)
+    held.release_one()  # one download failed: its place goes back
+    other = queue.reserve("u2", 1)
+    handles = [queue.submit(req(f"m{i}"), reservation=held) for i in range(2)]
+    with pytest.raises(RuntimeError):
+        queue.submit(req("too many"), reservation=held)
+    held.close()
+    other.close()
+    engine.gate.set()
+    assert [(await h.result()).text for h in [running, *handles]] == ["RUN", "M0", "M1"]
+
+
+async def test_a_message_is_one_question_for_the_per_user_limit(setup):
+    engine, queue = setup  # per_user=2
+    first = queue.reserve(7, 2)
+    second = queue.reserve(7, 1)
+    with pytest.raises(Refused, match="you already have 2 question"):
+        queue.reserve(7, 1)
+    first.close()
+    queue.reserve(7, 1).close()
+    second.close()
+    assert queue.stats().depth == 0
+
+
+async def test_questions_go_before_captions_and_captions_have_their_own_cap():
+    engine = FakeEngine()
+    queue = InferenceQueue(engine, max_size=10, per_user=10, caption_max_size=2)
+    await queue.start()
+    engine.gate.clear()
+    blocker = queue.submit(req("blocker"), user_id=1)
+    await started(engine)
+    captions = queue.reserve(None, 2, lane="caption")
+    with pytest.raises(Refused):
+        queue.reserve(None, 1, lane="caption")
+    queue.reserve("asker", 1).close()  # the question lane is not full because of captions
+    caption_jobs = [queue.submit(req(f"caption{i}"), reservation=captions) for i in range(2)]
+    question = queue.submit(req("question"), user_id=2)
+    assert caption_jobs[0].position == 1
+    assert question.position == 1 and caption_jobs[0].current_position() == 2  # the question went ahead of the captions
+    engine.gate.set()
+    for handle in [blocker, question, *caption_jobs]:
+        await handle.result()
+    assert engine.calls == ["blocker", "question", "caption0", "caption1"]
+    captions.close()
+    await queue.close()
+
+
+async def test_no_place_in_line_when_another_engine_is_idle():
+    busy, idle = FakeEngine(), FakeEngine()
+    queue = InferenceQueue([busy, idle], max_size=10, per_user=10)
+    await queue.start()
+    busy.gate.clear()
+    idle.gate.clear()
+    first = queue.submit(req("a"), user_id=1)
+    for _ in range(500):
+        if busy.active + idle.active == 1:
+            break
+        await asyncio.sleep(0.005)
+    second = queue.submit(req("b"), user_id=2)
+    assert (first.position, second.position) == (0, 0)  # the second engine is free: no "#1 in line"
+    third = queue.submit(req("c"), user_id=3)
+    assert third.position == 2
+    busy.gate.set()
+    idle.gate.set()
+    for h in (first, second, third):
+        await h.result()
+    await queue.close()
+
+
+async def test_a_consumer_that_dies_is_restarted_and_loses_no_job(setup, caplog):
+    engine, queue = setup
+    original = queue._finish
+    broken = [True]
+
+    def finish_once_broken(job, **kw):
+        if broken[0] and kw.get("answer") is not None:
+            broken[0] = False
+            raise RuntimeError("a bug in the consumer")
+        original(job, **kw)
+
+    queue._finish = finish_once_broken
+    answer = await asyncio.wait_for(queue.submit(req("survivor"), user_id=1).result(), 10)
+    assert answer.text == "SURVIVOR" and queue.restarts == 1
+    assert engine.calls == ["survivor", "survivor"]  # put back and answered again
+    assert "died; restarting it" in caplog.text
+
+
+async def test_a_probe_that_raises_keeps_the_engine_down_without_killing_its_consumer():
+    class RaisingProbe(FlakyEngine):
+        def probe(self) -> bool:
+            self.probes += 1
+            if not self.up.is_set():
+                raise ConnectionResetError("not an HTTP server")
+            return True
+
+    bad, good = RaisingProbe("bad"), FakeEngine(delay=0.01)
+    queue = InferenceQueue([bad, good], max_size=20, per_user=20, retry_s=0.02)
+    await queue.start()
+    assert [(await queue.submit(req(f"q{i}"), user_id=1).result()).text for i in range(4)] == ["Q0", "Q1", "Q2", "Q3"]
+    for _ in range(100):
+        if bad.probes >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert bad.probes >= 2 and "bad" in queue.down  # probed again and again: the consumer is alive
+    bad.up.set()
+    for _ in range(200):
+        if "bad" not in queue.down:
+            break
+        await asyncio.sleep(0.02)
+    assert "bad" not in queue.down
+    await queue.close()
+
+
+async def test_the_rate_table_forgets_idle_users():
+    now = [0.0]
+    engine = FakeEngine()
+    queue = InferenceQueue(engine, max_size=50, per_user=50, per_user_per_minute=3, clock=lambda: now[0])
+    await queue.start()
+    for user in range(100):
+        await queue.submit(req("hi"), user_id=user).result()
+    assert queue.rate_table_size == 100
+    now[0] = 61.0
+    await queue.submit(req("later"), user_id="new").result()
+    assert queue.rate_table_size == 1  # only the user who just asked
+    await queue.close()
+
+
+class StoppableEngine(FakeEngine):
+    """Generates "tokens" until told to stop, like the local engine between tokens."""
+
+    def generate(self, request: VisionRequest, *, should_stop=None) -> Answer:
+        self.active += 1
+        try:
+            for _ in range(1000):
+                if should_stop is not None and should_stop():
+                    return Answer("partial", "cancelled", 1, 1, StageTimings())
+                time.sleep(0.01)
+            return Answer("whole", "stop", 1, 1, StageTimings())
+        finally:
+            self.active -= 1
+
+
+async def test_stopping_ends_a_running_generation_and_parks_its_job():
+    engine = StoppableEngine()
+    queue = InferenceQueue(engine, max_size=5, per_user=5)
+    await queue.start()
+    running = queue.submit(req("long"), user_id=1)
+    await started(engine)
+    waiting = queue.submit(req("next"), user_id=2)
+    closing = asyncio.create_task(queue.close("restarting", park=True))
+    with pytest.raises(QueueClosed) as told:
+        await waiting.result()
+    assert told.value.parked
+    queue.stop_running()
+    await asyncio.wait_for(closing, 5)  # well before the 10 s the answer would take
+    with pytest.raises(QueueClosed) as cut:
+        await running.result()
+    assert cut.value.parked
