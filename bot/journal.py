@@ -1,11 +1,25 @@
 """A small SQLite journal of accepted jobs, so a killed bot answers them on restart.
 
-A job is written when the bot decides to answer it and removed once its one
-reply was sent (or could never be: the channel is gone, no permission).  At
-start-up, whatever is still in the journal was accepted and not answered: the
-bot answers it then.  Delivery is at least once: a kill between sending a
-reply and removing its row answers that question twice; everything else is
-answered exactly once.
+A message's jobs (one per image) are written together, in one transaction,
+when the bot accepts the message; each row leaves once its one reply was sent
+(or could never be: the channel is gone, no permission).  Delivery is at least
+once: a kill between sending a reply and removing its row answers that
+question twice; everything else is answered exactly once.
+
+Rows a process finds when it opens the journal were left by an earlier
+process: :meth:`Journal.open` takes them aside at once (``leftovers``), before
+this process accepts anything, so a restarted bot replays only what the
+previous one left and never one of its own live questions.
+
+Each row also records:
+
+- ``note_id``: the "⏳ #N in line" message posted for it, which the replay
+  edits into the answer;
+- ``active``: set while the job is being worked on (downloaded, prepared,
+  answered).  A row still active when a process opens the journal was in
+  flight during a crash: its ``crashes`` count goes up.  A job that keeps
+  crashing the bot is not replayed forever (see ``Jobs``).  A clean stop
+  clears ``active`` on the rows it leaves (``park``): those are not crashes.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed row survives
 the process being killed (the data is in the OS), not necessarily a power
@@ -19,6 +33,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +41,35 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    payload TEXT NOT NULL,
+    grp INTEGER NOT NULL DEFAULT 0,
+    note_id INTEGER,
+    active INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0
+)
+"""
+#: columns added after the first release (older journals get them on open)
+ADDED_COLUMNS = {
+    "grp": "INTEGER NOT NULL DEFAULT 0",
+    "note_id": "INTEGER",
+    "active": "INTEGER NOT NULL DEFAULT 0",
+    "crashes": "INTEGER NOT NULL DEFAULT 0",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     id: int
     created: float
     payload: dict[str, Any]
+    group: int = 0
+    note_id: int | None = None
+    #: how many processes died while this job was being worked on
+    crashes: int = 0
 
 
 class Journal:
@@ -41,6 +79,8 @@ class Journal:
         self.path = Path(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        #: rows left by earlier processes, taken aside by open()
+        self.leftovers: list[Entry] = []
 
     @property
     def enabled(self) -> bool:
@@ -52,22 +92,29 @@ class Journal:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def open(self) -> None:
+        """Open (or create) the journal and take aside what earlier processes left."""
         if self.path is None or self._executor is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-        await self._call(self._open)
-        log.info("job journal at %s", self.path)
+        self.leftovers = await self._call(self._open)
+        log.info("job journal at %s (%d job(s) left by the previous run)", self.path, len(self.leftovers))
 
-    def _open(self) -> None:
+    def _open(self) -> list[Entry]:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, payload TEXT NOT NULL)"
-        )
+        db.execute(SCHEMA)
+        have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for name, decl in ADDED_COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
         self._db = db
+        with db:  # one transaction: count the crash, then read
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE jobs SET crashes = crashes + 1, active = 0 WHERE active != 0")
+            return self._read_all()
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None
@@ -81,40 +128,81 @@ class Journal:
             self._db.close()
             self._db = None
 
-    async def add(self, payload: dict[str, Any]) -> int | None:
-        if self.path is None:
-            return None
-        return await self._call(self._add, json.dumps(payload), time.time())
+    # -- writing ------------------------------------------------------------------
 
-    def _add(self, text: str, created: float) -> int:
+    async def add_group(self, payloads: Sequence[dict[str, Any]]) -> list[int | None]:
+        """Journal the jobs of one message together (one transaction); their row ids."""
+        if self.path is None:
+            return [None] * len(payloads)
+        texts = [json.dumps(p) for p in payloads]
+        return await self._call(self._add_group, texts, time.time())
+
+    def _add_group(self, texts: list[str], created: float) -> list[int]:
         assert self._db is not None
-        cursor = self._db.execute("INSERT INTO jobs (created, payload) VALUES (?, ?)", (created, text))
-        return int(cursor.lastrowid or 0)
+        ids: list[int] = []
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for text in texts:
+                cursor = self._db.execute("INSERT INTO jobs (created, payload) VALUES (?, ?)", (created, text))
+                ids.append(int(cursor.lastrowid or 0))
+            self._db.execute("UPDATE jobs SET grp = ? WHERE id BETWEEN ? AND ?", (ids[0], ids[0], ids[-1]))
+        return ids
+
+    async def add(self, payload: dict[str, Any]) -> int | None:
+        return (await self.add_group([payload]))[0]
+
+    async def _update(self, sql: str, *args: Any) -> None:
+        if self.path is None or args[-1] is None:
+            return
+        await self._call(self._execute, sql, args)
+
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> None:
+        assert self._db is not None
+        self._db.execute(sql, args)
+
+    async def mark_active(self, entry_id: int | None, active: bool = True) -> None:
+        """The job is being worked on (downloaded, prepared, answered): a crash now counts
+        against it.  ``active=False``: it only waits in line, and a crash is not its fault."""
+        await self._update("UPDATE jobs SET active = ? WHERE id = ?", int(active), entry_id)
+
+    async def set_note(self, entry_id: int | None, note_id: int | None) -> None:
+        """Remember the "in line" message of a job (the replay edits it)."""
+        await self._update("UPDATE jobs SET note_id = ? WHERE id = ?", note_id, entry_id)
 
     async def remove(self, entry_id: int | None) -> None:
-        if self.path is None or entry_id is None:
-            return
-        await self._call(self._remove, entry_id)
+        await self._update("DELETE FROM jobs WHERE id = ?", entry_id)
 
-    def _remove(self, entry_id: int) -> None:
+    async def park(self) -> int:
+        """A clean stop: what is left is not in flight during a crash.  Rows left."""
+        if self.path is None or self._executor is None:
+            return 0
+        return await self._call(self._park)
+
+    def _park(self) -> int:
         assert self._db is not None
-        self._db.execute("DELETE FROM jobs WHERE id = ?", (entry_id,))
+        self._db.execute("UPDATE jobs SET active = 0")
+        return int(self._db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+    # -- reading ------------------------------------------------------------------
 
     async def pending(self) -> list[Entry]:
         if self.path is None:
             return []
-        return await self._call(self._pending)
+        return await self._call(self._read_all)
 
-    def _pending(self) -> list[Entry]:
+    def _read_all(self) -> list[Entry]:
         assert self._db is not None
-        rows = self._db.execute("SELECT id, created, payload FROM jobs ORDER BY id").fetchall()
+        rows = self._db.execute("SELECT id, created, payload, grp, note_id, crashes FROM jobs ORDER BY id").fetchall()
         entries = []
-        for row_id, created, text in rows:
+        for row_id, created, text, group, note_id, crashes in rows:
             try:
-                entries.append(Entry(int(row_id), float(created), json.loads(text)))
+                payload = json.loads(text)
+                if not isinstance(payload, dict):
+                    raise ValueError("not an object")
+                entries.append(Entry(int(row_id), float(created), payload, int(group or row_id), note_id, int(crashes)))
             except (TypeError, ValueError):
                 log.warning("dropping unreadable journal row %s", row_id)
-                self._remove(int(row_id))
+                self._db.execute("DELETE FROM jobs WHERE id = ?", (int(row_id),))
         return entries
 
     async def count(self) -> int:
