@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.reply import RESTARTING
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -190,9 +191,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # -- run ------------------------------------------------------------------------
 
 
-RESTARTING = "the bot is restarting, please ask again in a minute"
-
-
 async def _run(settings: Settings, token: str, sync: bool) -> None:
     import signal
 
@@ -238,28 +236,39 @@ async def _run(settings: Settings, token: str, sync: bool) -> None:
 
 
 async def _stop_gracefully(bot: LlavaBot, runtime: Runtime, bound: float) -> bool:
-    """Stop taking questions, tell the waiting ones, finish the running one.
+    """Stop taking questions and finish within ``bound`` seconds.
 
-    True if everything finished within ``bound`` seconds.  Jobs still open
-    after that stay in the journal and are answered after the restart.
+    The running answer gets most of ``bound`` to finish and be delivered;
+    then its generation is stopped between two tokens.  With a journal,
+    questions not answered by then (waiting, downloading, or cut short) stay
+    in it and are answered after the restart; without one, they are told the
+    bot is restarting.  True if everything finished within ``bound``.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bound
+    park = bot.journal.enabled
     log.info(
-        "stopping: %d waiting question(s) are told the bot is restarting; finishing the running one",
+        "stopping: %d waiting question(s) %s; finishing the running one",
         runtime.queue.stats().depth,
+        "stay in the journal for the next start" if park else "are told the bot is restarting",
     )
+    closing = asyncio.create_task(runtime.queue.close(RESTARTING, park=park))
     try:
-        await asyncio.wait_for(runtime.queue.close(RESTARTING), bound)
+        # leave a fifth of the time (at most 5 s) for the last replies and notes
+        _, pending = await asyncio.wait({closing}, timeout=bound - min(5.0, bound / 5))
+        if pending:
+            log.warning("the running answer is not done; stopping its generation")
+            runtime.queue.stop_running()
+        await asyncio.wait_for(asyncio.shield(closing), max(0.1, deadline - loop.time()))
         await asyncio.wait_for(bot.wait_idle(), max(0.1, deadline - loop.time()))
     except TimeoutError:
-        log.warning(
-            "gave up waiting after %.0f s; %d job(s) stay in the journal for the next start",
-            bound,
-            bot.jobs_in_flight,
-        )
+        runtime.queue.stop_running()
+        log.warning("gave up waiting after %.0f s; %d job(s) still in flight", bound, bot.jobs_in_flight)
         return False
     finally:
+        left = await bot.journal.park()
+        if left:
+            log.info("%d job(s) stay in the journal for the next start", left)
         await bot.close()
     return True
 

@@ -7,12 +7,10 @@ load is logged and skipped.  Every message the bot sends allows no mentions.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -22,14 +20,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.jobs import Jobs
 from bot.journal import Journal
+from bot.reply import ADMIN_ONLY, OUR_FAULT, friendly
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS: tuple[str, ...] = ("cogs.ask", "cogs.commands", "cogs.moderation", "cogs.admin")
 
-USER_ERROR = "⚠️ Something went wrong on my side, sorry; please try again."
 
 
 def point_at(api_base: str, gateway_url: str | None) -> None:
@@ -72,54 +71,23 @@ class _LlavaBotCore:
         self.started_at = time.monotonic()
         self.journal = journal if journal is not None else Journal(None)
         self._session: aiohttp.ClientSession | None = None
-        #: how questions ended: answered, refused, failed, undeliverable
-        self.outcomes: Counter[str] = Counter()
-        self._jobs = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._replay: asyncio.Task[None] | None = None
+        #: every question's life, from acceptance to its one reply
+        self.jobs = Jobs(self, settings, runtime, self.journal)
 
-    # -- jobs in flight ------------------------------------------------------------
+    # -- jobs ----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def track_job(self) -> Iterator[None]:
-        """Count a job from acceptance to its reply (for a graceful stop)."""
-        self._jobs += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._jobs -= 1
-            if self._jobs == 0:
-                self._idle.set()
+    @property
+    def outcomes(self) -> Counter[str]:
+        """How questions ended: answered, refused, failed, undeliverable, parked, gave_up."""
+        return self.jobs.outcomes
 
     @property
     def jobs_in_flight(self) -> int:
-        return self._jobs
+        return self.jobs.in_flight
 
     async def wait_idle(self) -> None:
         """Return once no job is between acceptance and its reply."""
-        await self._idle.wait()
-
-    async def _replay_journal(self) -> None:
-        """Answer the jobs a previous run accepted but never answered."""
-        from cogs.common import JobSpec, answer_job
-
-        await self.wait_until_ready()
-        entries = await self.journal.pending()
-        if not entries:
-            return
-        log.info("answering %d job(s) left unanswered by the previous run", len(entries))
-        tasks = []
-        for entry in entries:
-            try:
-                spec = JobSpec.from_json(entry.payload)
-            except (KeyError, TypeError, ValueError):
-                log.warning("dropping unreadable journal entry %d", entry.id)
-                await self.journal.remove(entry.id)
-                continue
-            tasks.append(asyncio.create_task(answer_job(self, spec, journal_id=entry.id)))
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.jobs.wait_idle()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -129,22 +97,24 @@ class _LlavaBotCore:
         return self._session
 
     async def setup_hook(self) -> None:
+        # The journal first: what the previous run left is taken aside before
+        # any new question can be accepted, so only that is replayed.
+        await self.journal.open()
         self._session = aiohttp.ClientSession(headers={"User-Agent": "llava-bot"})
+        self.jobs.session = self._session
         for name in self.initial_extensions:
             try:
                 await self.load_extension(name)
             except Exception:
                 log.exception("could not load extension %s; going on without it", name)
         self.tree.on_error = self.on_app_command_error
-        await self.journal.open()
-        self._replay = asyncio.create_task(self._replay_journal(), name="llava-journal-replay")
+        self.jobs.start_replay()
         if self.sync_on_start:
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
 
     async def close(self) -> None:
-        if self._replay is not None and not self._replay.done():
-            self._replay.cancel()
+        await self.jobs.close()
         await super().close()
         if self._session is not None:
             await self._session.close()
@@ -173,19 +143,19 @@ class _LlavaBotCore:
         if isinstance(error, commands.CommandNotFound):
             return
         if isinstance(error, commands.CheckFailure):
-            await ctx.reply("⚠️ Only the bot's owner or admins can do that.", mention_author=False)
+            await ctx.reply(friendly(ADMIN_ONLY), mention_author=False)
             return
         log.error("command %s failed", ctx.command, exc_info=error)
-        await ctx.reply(USER_ERROR, mention_author=False)
+        await ctx.reply(friendly(OUR_FAULT), mention_author=False)
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         if isinstance(error, app_commands.CheckFailure):
-            text = "⚠️ Only the bot's owner or admins can do that."
+            text = friendly(ADMIN_ONLY)
         else:
             log.error("app command %s failed", interaction.command and interaction.command.name, exc_info=error)
-            text = USER_ERROR
+            text = friendly(OUR_FAULT)
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)

@@ -119,6 +119,11 @@ class QueueSettings(_Section):
     per_user: int = Field(2, ge=1)
     # Questions one user may ask per minute (0: no limit).
     per_user_per_minute: int = Field(6, ge=0)
+    # Automatic captions wait in their own lane (a free engine takes questions first),
+    # at most this many at once; captions beyond it are skipped (logged, no reply).
+    caption_max_size: int = Field(8, ge=1)
+    # Attachments downloaded and prepared at once (each holds its file in memory until prepared).
+    downloads: int = Field(4, ge=1)
     # On SIGTERM / Ctrl-C: how long to wait for the running job and the last replies.
     shutdown_timeout_s: float = Field(30.0, gt=0)
 
@@ -132,6 +137,10 @@ class StateSettings(_Section):
     # The journal of accepted, unanswered jobs (SQLite), replayed at start-up.
     path: Path = Field(default_factory=_default_state_path)
     journal: bool = True
+    # A job in flight during this many crashes is not replayed again: its asker gets one line.
+    max_crashes: int = Field(2, ge=1)
+    # Jobs older than this are not replayed (Discord's attachment links expire after about 24 h).
+    replay_max_age_s: float = Field(20 * 3600.0, gt=0)
 
 
 DISCORD_CDN_HOSTS = ["cdn.discordapp.com", "media.discordapp.net"]

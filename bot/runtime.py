@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.engine.base import Answer, Engine, VisionRequest
 from bot.image_pool import ImagePool
 from bot.images import ImageLimits, PreparedImage
-from bot.queue import InferenceQueue, JobHandle
+from bot.queue import InferenceQueue, JobHandle, Reservation
 
 if TYPE_CHECKING:
     from bot.engine.llama_cpp import LlamaCppEngine
@@ -108,6 +108,7 @@ class Runtime:
             max_size=settings.queue.max_size,
             per_user=settings.queue.per_user,
             per_user_per_minute=settings.queue.per_user_per_minute,
+            caption_max_size=settings.queue.caption_max_size,
         )
         self._started = False
 
@@ -158,8 +159,11 @@ class Runtime:
             time_limit_s=gen.timeout_s,
         )
 
-    def submit(self, request: VisionRequest, user_id: int | str | None = None) -> JobHandle:
-        return self.queue.submit(request, user_id=user_id)
+    def submit(
+        self, request: VisionRequest, user_id: int | str | None = None, *, reservation: Reservation | None = None
+    ) -> JobHandle:
+        """Queue a request (in a place held by ``reservation``, or one reserved now for ``user_id``)."""
+        return self.queue.submit(request, user_id=user_id, reservation=reservation)
 
     async def ask(
         self,

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.common import NO_MENTIONS
+from bot.delivery import NO_MENTIONS
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -31,14 +31,18 @@ def _secs(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} s"
 
 
-def status_text(bot: LlavaBot) -> str:
+def status_text(bot: LlavaBot, *, show_urls: bool = False) -> str:
+    """The status for anyone; engine URLs (servers, ports) only with ``show_urls`` (admins)."""
     stats = bot.runtime.queue.stats()
     engines = []
     for engine in bot.runtime.engines:
         info = engine.info
         down = " · **down**" if info.name in bot.runtime.queue.down else ""
+        url = getattr(info, "url", "")
+        where = f" · <{url}>" if show_urls and url else ""
         engines.append(
-            f"model: `{info.model}` ({info.chat_format}) · text model on: {info.text_backend} · CLIP on: {info.clip_backend}{down}"
+            f"engine `{info.name}`{where}: model `{info.model}` ({info.chat_format}) · "
+            f"text model on: {info.text_backend} · CLIP on: {info.clip_backend}{down}"
         )
     return "\n".join(
         [
@@ -61,6 +65,9 @@ class Admin(commands.Cog):
     @app_commands.command(name="status", description="Model, queue and latency of this bot")
     async def status(self, interaction: discord.Interaction) -> None:
         """Show the model, where it runs, the queue and recent latency."""
+        if await self.bot.is_admin(interaction.user):  # with the engines' URLs: for the admin's eyes only
+            await interaction.response.send_message(status_text(self.bot, show_urls=True), ephemeral=True, allowed_mentions=NO_MENTIONS)
+            return
         await interaction.response.send_message(status_text(self.bot), allowed_mentions=NO_MENTIONS)
 
     async def cog_check(self, ctx: commands.Context[LlavaBot]) -> bool:  # text commands below

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
-from bot.reply import answer_from_message
-from cogs.common import (
-    JobSpec,
-    answer_job,
-    is_addressed_to_bot,
-    question_text,
-    refusal_for_place,
-    refuse_message,
-    split_attachments,
-)
+from bot.jobs import JobSpec
+from bot.reply import FIRST_IMAGES_ONLY, NO_IMAGE, NOT_AN_IMAGE, answer_from_message
+from cogs.policy import channel_ids, place_refusal
+from cogs.reading import addressed_to, image_label, labelled, pick_image, question_text, roles_of, split_attachments
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
 
 log = logging.getLogger(__name__)
-
-#: the first line of an answer about one of several images: "**Image 2 of 3** (cat.png)"
-IMAGE_LABEL = re.compile(r"\*\*Image \d+ of \d+\*\* \((.+?)\)\n?")
-
-NO_IMAGE = "Attach an image (or reply to a message with one) and mention me with your question"
 
 
 class Ask(commands.Cog):
@@ -50,14 +38,14 @@ class Ask(commands.Cog):
         except discord.HTTPException:
             return None
 
-    async def context_for(
-        self, message: discord.Message, depth: int
-    ) -> tuple[list[discord.Attachment], list[tuple[str, str]]]:
+    async def context_for(self, message: discord.Message, depth: int) -> tuple[list[discord.Attachment], list[tuple[str, str]]]:
         """The images a message asks about, and the conversation before it.
 
         A message with images asks about them.  A reply to someone's image
         asks about that image.  A reply to one of our answers continues that
-        conversation: walk back (at most ``depth`` answers) to the image.
+        conversation: walk back (at most ``depth`` answers) to the image; an
+        answer about one of several images continues about that one (by its
+        position: pasted images all have the same name).
         """
         if message.attachments:
             return list(message.attachments), []
@@ -72,39 +60,51 @@ class Ask(commands.Cog):
             return [], []
         attachments, history = await self.context_for(question, depth - 1)
         answer = answer_from_message(referenced.content)
-        label = IMAGE_LABEL.match(answer)
-        if label:  # an answer about one of several images: follow up on that one
-            answer = answer[label.end() :].strip()
-            attachments = [a for a in attachments if a.filename == label.group(1)] or attachments
-        history.append((question_text(self.bot, question), answer))
+        label = labelled(answer)
+        if label is not None:
+            position, answer = label
+            attachments = pick_image(attachments, position)
+        history.append((question_text(question.content, me.id), answer))
         return attachments, history
+
+    async def _refusal(self, message: discord.Message) -> str | None:
+        cfg = self.bot.settings.discord
+        roles = await roles_of(self.bot, message.author, cfg.allowed_roles)
+        return place_refusal(cfg, is_dm=message.guild is None, channel_ids=channel_ids(message.channel), role_ids=roles)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or not is_addressed_to_bot(self.bot, message):
+        if message.author.bot or not addressed_to(message, self.bot.user):
             return
         ctx = await self.bot.get_context(message)
         if ctx.valid:  # "@bot sync" and other text commands
             return
-        refusal = refusal_for_place(self.bot, message.channel, message.author)
+        refusal = await self._refusal(message)
         if refusal is not None:
             if message.guild is None and not self.bot.settings.discord.dm:
                 return  # DMs are off: stay silent
-            await refuse_message(self.bot, message, refusal)
+            await self.bot.jobs.refuse_message(message, refusal)
             return
+        specs = await self._specs(message)
+        if isinstance(specs, str):
+            await self.bot.jobs.refuse_message(message, specs)
+            return
+        await self.bot.jobs.answer(specs)
+
+    async def _specs(self, message: discord.Message) -> list[JobSpec] | str:
+        """One job per image the message asks about (or why there is none)."""
         cfg = self.bot.settings.discord
         attachments, history = await self.context_for(message, cfg.reply_chain_depth)
         sources, others = split_attachments(attachments)
         if not sources:
-            await refuse_message(self.bot, message, "that file is not an image" if others else NO_IMAGE)
-            return
-        question = question_text(self.bot, message)
+            return NOT_AN_IMAGE if others else NO_IMAGE
+        question = question_text(message.content, self.bot.user.id if self.bot.user else None)
         skipped = len(sources) - cfg.max_images
         sources = sources[: cfg.max_images]
-        note = f"only the first {cfg.max_images} images are answered" if skipped > 0 else ""
+        note = FIRST_IMAGES_ONLY.format(count=cfg.max_images) if skipped > 0 else ""
         many = len(sources) > 1
-        for index, source in enumerate(sources, 1):
-            spec = JobSpec(
+        return [
+            JobSpec(
                 kind="message",
                 channel_id=message.channel.id,
                 message_id=message.id,
@@ -112,10 +112,11 @@ class Ask(commands.Cog):
                 question=question,
                 user_id=message.author.id,
                 history=tuple(history),
-                label=f"**Image {index} of {len(sources)}** ({source.filename})" if many else "",  # see IMAGE_LABEL
+                label=image_label(index, len(sources), source.filename) if many else "",
                 note=note if index == len(sources) else "",
             )
-            await answer_job(self.bot, spec)
+            for index, source in enumerate(sources, 1)
+        ]
 
 
 async def setup(bot: LlavaBot) -> None:

@@ -14,15 +14,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.common import (
-    ImageSource,
-    JobSpec,
-    answer_job,
-    friendly,
-    log_job,
-    refusal_for_place,
-    split_attachments,
-)
+from bot.jobs import ImageSource, JobSpec
+from bot.reply import NO_IMAGE_IN_MESSAGE, friendly
+from cogs.policy import channel_ids, place_refusal
+from cogs.reading import image_source, roles_of, split_attachments
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -48,10 +43,14 @@ class Commands(commands.Cog):
 
     async def _start(self, interaction: discord.Interaction) -> bool:
         """Refuse (ephemerally) where the bot does not answer; else defer at once."""
-        refusal = refusal_for_place(self.bot, interaction.channel, interaction.user)
+        cfg = self.bot.settings.discord
+        # In a DM the roles are looked up in the servers (one request at most: well within the 3 s to respond).
+        roles = await roles_of(self.bot, interaction.user, cfg.allowed_roles)
+        is_dm = interaction.guild_id is None
+        refusal = place_refusal(cfg, is_dm=is_dm, channel_ids=channel_ids(interaction.channel), role_ids=roles)
         if refusal is not None:
             await interaction.response.send_message(friendly(refusal), ephemeral=True)
-            log_job(self.bot, "interaction", interaction.user.id, interaction.channel_id, "refused", None, 0.0)
+            self.bot.jobs.record("interaction", interaction.user.id, interaction.channel_id, "refused")
             return False
         await interaction.response.defer(thinking=True)
         return True
@@ -73,7 +72,7 @@ class Commands(commands.Cog):
             user_id=interaction.user.id,
             max_tokens=max_tokens,
         )
-        await answer_job(self.bot, spec)
+        await self.bot.jobs.answer(spec)
 
     def _make_ask(self) -> app_commands.Command:
         limit = self.bot.settings.generation.max_tokens_limit
@@ -92,7 +91,7 @@ class Commands(commands.Cog):
         ) -> None:
             """Ask a question about an image."""
             if await self._start(interaction):
-                await self._answer(interaction, ImageSource.of(image), question, max_tokens)
+                await self._answer(interaction, image_source(image), question, max_tokens)
 
         return ask
 
@@ -103,7 +102,7 @@ class Commands(commands.Cog):
             """Write a short alt-text caption for an image."""
             if await self._start(interaction):
                 mod = self.bot.settings.moderation
-                await self._answer(interaction, ImageSource.of(image), mod.caption_prompt, mod.caption_max_tokens)
+                await self._answer(interaction, image_source(image), mod.caption_prompt, mod.caption_max_tokens)
 
         return caption
 
@@ -112,8 +111,8 @@ class Commands(commands.Cog):
             """Describe the (first) image of a message."""
             sources, _ = split_attachments(message.attachments)
             if not sources:
-                await interaction.response.send_message(friendly("that message has no image"), ephemeral=True)
-                log_job(self.bot, "interaction", interaction.user.id, interaction.channel_id, "refused", None, 0.0)
+                await interaction.response.send_message(friendly(NO_IMAGE_IN_MESSAGE), ephemeral=True)
+                self.bot.jobs.record("interaction", interaction.user.id, interaction.channel_id, "refused")
                 return
             if await self._start(interaction):
                 await self._answer(interaction, sources[0], self.bot.settings.generation.default_question, None)

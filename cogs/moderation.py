@@ -1,4 +1,9 @@
-"""Automatic captions (alt text) for every image posted in chosen channels."""
+"""Automatic captions (alt text) for every image posted in chosen channels.
+
+Captions run in the queue's caption lane: a free engine takes questions
+first, at most ``queue.caption_max_size`` captions wait, and a caption that
+cannot be made is logged, never answered in the channel.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from cogs.common import JobSpec, answer_job, is_addressed_to_bot, split_attachments
+from bot.jobs import ImageSource, JobSpec
+from cogs.reading import addressed_to, split_attachments
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -27,25 +33,25 @@ class Moderation(commands.Cog):
         mod = self.bot.settings.moderation
         if message.author.bot or message.guild is None or message.channel.id not in mod.caption_channels:
             return
-        if is_addressed_to_bot(self.bot, message):
+        if addressed_to(message, self.bot.user):
             return  # a question: the Ask cog answers it
         sources, _ = split_attachments(message.attachments)
-        if not sources:
-            return
-        log_channel = mod.log_channel
-        for source in sources[: self.bot.settings.discord.max_images]:
-            common = dict(
-                source=source,
-                question=mod.caption_prompt,
-                user_id=None,  # captions are not the poster's questions: no per-user limit
-                max_tokens=mod.caption_max_tokens,
-            )
-            if log_channel is not None:
-                head = f"🖼️ Caption for {source.filename} from {message.author.display_name} in {message.jump_url}"
-                spec = JobSpec(kind="channel", channel_id=log_channel, head=head, **common)
-            else:
-                spec = JobSpec(kind="message", channel_id=message.channel.id, message_id=message.id, show_place=False, **common)
-            await answer_job(self.bot, spec)
+        if sources:
+            await self.bot.jobs.answer([self._spec(message, s) for s in sources[: self.bot.settings.discord.max_images]])
+
+    def _spec(self, message: discord.Message, source: ImageSource) -> JobSpec:
+        mod = self.bot.settings.moderation
+        common = dict(
+            source=source,
+            question=mod.caption_prompt,
+            user_id=None,  # captions are not the poster's questions: the caption lane limits them
+            max_tokens=mod.caption_max_tokens,
+            lane="caption",
+        )
+        if mod.log_channel is not None:
+            head = f"🖼️ Caption for {source.filename} from {message.author.display_name} in {message.jump_url}"
+            return JobSpec(kind="channel", channel_id=mod.log_channel, head=head, **common)  # type: ignore[arg-type]
+        return JobSpec(kind="message", channel_id=message.channel.id, message_id=message.id, show_place=False, **common)  # type: ignore[arg-type]
 
 
 async def setup(bot: LlavaBot) -> None:

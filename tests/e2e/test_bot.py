@@ -40,9 +40,9 @@ def record_requests(runtime) -> list:
     seen = []
     original = runtime.submit
 
-    def submit(request, user_id=None):
+    def submit(request, user_id=None, **kw):
         seen.append(request)
-        return original(request, user_id)
+        return original(request, user_id, **kw)
 
     runtime.submit = submit
     return seen

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import re
 import sqlite3
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 
 from bot.cli import RESTARTING, _stop_gracefully
-from bot.reply import TIMEOUT_MARK
+from bot.reply import TIMEOUT_MARK, parked_line
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
 from tests.conftest import jpeg_bytes, picture
 from tests.e2e.conftest import settle
@@ -228,7 +229,23 @@ async def test_channel_gone_drops_the_answer_with_a_log_line(fake: FakeDiscord, 
     assert await bot.journal.count() == 0
 
 
-async def test_graceful_stop_finishes_the_running_job_and_tells_the_waiting(fake: FakeDiscord, llava) -> None:
+async def test_without_a_journal_a_graceful_stop_tells_the_waiting_to_ask_again(fake: FakeDiscord, llava) -> None:
+    bot, runtime = await llava(state={"journal": False})
+    gate = hold_engine(runtime)
+    first = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[fake.add_attachment("a.jpg", jpeg_bytes())], mentions_bot=True)
+    await fake.wait_until(lambda: runtime.queue.stats().busy == 1)
+    second = await fake.user_message(BOB_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[fake.add_attachment("b.jpg", jpeg_bytes())], mentions_bot=True)
+    place = await fake.wait_for_sent(lambda s: ref(s) == second["id"] and s["content"].startswith("⏳"))
+    stopping = asyncio.create_task(_stop_gracefully(bot, runtime, bound=20))
+    told = await fake.wait_for_sent(lambda s: s["via"] == "edit" and s["id"] == place["id"])
+    assert told["content"] == "⚠️ " + RESTARTING[0].upper() + RESTARTING[1:] + "."
+    gate.set()
+    assert await asyncio.wait_for(stopping, 20) is True
+    assert FOOTER.search(next(s for s in fake.sent if ref(s) == first["id"])["content"])
+
+
+async def test_graceful_stop_finishes_the_running_job_and_keeps_the_waiting(fake: FakeDiscord, llava) -> None:
+    """The waiting questions stay in the journal for the restart (and their notes say so)."""
     fake.add_user(CAROL_ID, "carol")
     bot, runtime = await llava()
     gate = hold_engine(runtime)
@@ -241,13 +258,15 @@ async def test_graceful_stop_finishes_the_running_job_and_tells_the_waiting(fake
     for m in msgs[1:]:
         place = await fake.wait_for_sent(lambda s, m=m: ref(s) == m["id"] and s["content"].startswith("⏳"))
         told = await fake.wait_for_sent(lambda s, p=place: s["via"] == "edit" and s["id"] == p["id"])
-        assert told["content"] == "⚠️ " + RESTARTING[0].upper() + RESTARTING[1:] + "."
+        assert told["content"] == parked_line()
     assert not stopping.done()  # still waiting for the running job
     gate.set()
     assert await asyncio.wait_for(stopping, 20) is True
     answered = [s for s in fake.sent if ref(s) == msgs[0]["id"]]
     assert len(answered) == 1 and FOOTER.search(answered[0]["content"])
     assert bot.is_closed()
+    rows = sqlite3.connect(bot.journal.path).execute("SELECT payload FROM jobs").fetchall()
+    assert sorted(json.loads(r[0])["user_id"] for r in rows) == [BOB_ID, CAROL_ID]
 
 
 async def test_kill_leaves_the_job_in_the_journal(fake: FakeDiscord, llava, tmp_path) -> None:

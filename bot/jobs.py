@@ -1,0 +1,456 @@
+"""A question's whole life, from acceptance to its one reply.
+
+Front ends (the cogs) turn Discord events into :class:`JobSpec` s, one per
+image, and hand a message's specs to :meth:`Jobs.answer` together.  From
+there :class:`Jobs` owns them:
+
+1. admission, before anything costs: the queue reserves places for all the
+   message's images (per-user, per-minute and queue-size limits);
+2. the journal: all the message's jobs in one transaction;
+3. download (bounded concurrency) and preparation (the runtime's bounded
+   image pool), then the queue, in the message's order;
+4. the place in line, shown at once when the job has to wait (its message id
+   is journaled, so a replay edits it);
+5. delivery of exactly one reply (the answer, or one short line), retried
+   over network errors;
+6. the journal row goes when the reply is sent or can never be; the outcome
+   is counted and logged in one line.
+
+After a crash, :meth:`Jobs.replay` answers what the previous process left, in
+order and within the queue's limits; a job that was in flight during
+``state.max_crashes`` crashes, or is older than Discord's attachment links
+live, gets one line instead.  On a clean stop, jobs cut short stay in the
+journal and are answered after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from bot.delivery import MessageReplier, Replier, deliver_safely, post_note, replier_for, typing_in
+from bot.engine.base import Answer, EngineError
+from bot.images import ImageError, PreparedImage, check_declared_size
+from bot.journal import Entry, Journal
+from bot.queue import JobCancelled, JobHandle, Lane, QueueClosed, Refused, Reservation
+from bot.reply import GAVE_UP, OUR_FAULT, friendly, parked_line, place_in_line, render_parts
+
+if TYPE_CHECKING:
+    import aiohttp
+    import discord
+
+    from bot.config import Settings
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+JobKind = Literal["message", "interaction", "channel"]
+Outcome = Literal["answered", "refused", "failed", "undeliverable", "parked", "gave_up"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSource:
+    """An attachment to answer about (not downloaded yet)."""
+
+    url: str
+    filename: str
+    size: int | None
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One accepted question about one image, as plain data (it goes into the journal).
+
+    ``kind`` says where the answer goes: ``message`` (a reply to
+    ``message_id`` in ``channel_id``), ``interaction`` (the response of a
+    deferred interaction, by ``application_id`` and ``token``) or
+    ``channel`` (a new message in ``channel_id`` starting with ``head``).
+    ``lane`` ``caption`` marks automatic captions: lower priority, their own
+    cap, and refusals go to the log, never to the channel.
+    """
+
+    kind: JobKind
+    channel_id: int
+    source: ImageSource
+    question: str | None
+    user_id: int | None
+    message_id: int | None = None
+    application_id: int | None = None
+    token: str | None = None
+    head: str = ""
+    show_place: bool = True
+    max_tokens: int | None = None
+    history: tuple[tuple[str, str], ...] = ()
+    label: str = ""
+    note: str = ""
+    lane: Lane = "question"
+    created: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["history"] = [list(turn) for turn in self.history]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobSpec:
+        data = dict(data)
+        data["source"] = ImageSource(**data["source"])
+        data["history"] = tuple(tuple(turn) for turn in data.get("history", ()))
+        if data.get("kind") not in ("message", "interaction", "channel"):
+            raise ValueError(f"unknown job kind {data.get('kind')!r}")
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class _Step:
+    """One job of a message on its way: its row, its order among its siblings."""
+
+    spec: JobSpec
+    entry_id: int | None
+    note_id: int | None
+    reservation: Reservation
+    my_turn: asyncio.Event  # set when the previous sibling went to the queue (or ended)
+    done_turn: asyncio.Event  # set when this one did
+    #: only a message's first job shows a place in line (the others wait behind it)
+    first: bool = True
+
+
+class Jobs:
+    """Owns every job from acceptance to reply; the cogs call :meth:`answer`."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        settings: Settings,
+        runtime: Runtime,
+        journal: Journal,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.runtime = runtime
+        self.journal = journal
+        self.session = session
+        #: how questions ended: answered, refused, failed, undeliverable, parked, gave_up
+        self.outcomes: Counter[str] = Counter()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._downloads = asyncio.Semaphore(max(1, settings.queue.downloads))
+        self._replay: asyncio.Task[None] | None = None
+
+    # -- in flight ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _track(self) -> Iterator[None]:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs between acceptance and their reply."""
+        return self._in_flight
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    # -- the way in -------------------------------------------------------------------
+
+    async def answer(self, specs: JobSpec | Sequence[JobSpec]) -> list[Outcome]:
+        """Accept a message's jobs together (or refuse them at once) and answer each once."""
+        specs = [specs] if isinstance(specs, JobSpec) else list(specs)
+        if not specs:
+            return []
+        first = specs[0]
+        started = time.perf_counter()
+        try:
+            reservation = self.runtime.queue.reserve(first.user_id, len(specs), lane=first.lane)
+        except Refused as exc:
+            await self._refuse(first, str(exc), started)
+            return ["refused"]
+        try:
+            ids = await self.journal.add_group([spec.to_json() for spec in specs])
+        except Exception:
+            reservation.close()
+            log.exception("could not journal a job")
+            await self._refuse(first, OUR_FAULT, started, outcome="failed")
+            return ["failed"]
+        return await self._run_group(specs, ids, [None] * len(specs), reservation)
+
+    async def refuse_message(self, message: discord.Message, reason: str) -> None:
+        """Refuse a question before it becomes a job: one line to the asker, one log line."""
+        started = time.perf_counter()
+        delivered = await deliver_safely(MessageReplier(message), [friendly(reason)])
+        outcome = "refused" if delivered else "undeliverable"
+        log_job(self.outcomes, "message", message.author.id, message.channel.id, outcome, None, time.perf_counter() - started)
+
+    def record(self, kind: JobKind, user_id: int | None, channel_id: int | None, outcome: Outcome) -> None:
+        """Count and log a question a front end answered itself (an ephemeral refusal)."""
+        log_job(self.outcomes, kind, user_id, channel_id, outcome, None, 0.0)
+
+    async def _refuse(self, spec: JobSpec, reason: str, started: float, outcome: Outcome = "refused") -> None:
+        """A message refused before it became jobs: one line to the asker (never for captions)."""
+        if spec.lane == "caption":
+            log.info("caption of an image in channel %s not made: %s", spec.channel_id, reason)
+            self._log(spec, outcome, None, started)
+            return
+        delivered = False
+        try:
+            replier, _ = await replier_for(self.client, spec)
+            delivered = await deliver_safely(replier, [friendly(reason)])
+        except Exception as exc:
+            log.warning("cannot tell user %s that their question was refused: %s", spec.user_id, exc)
+        self._log(spec, outcome if delivered else "undeliverable", None, started)
+
+    async def _run_group(
+        self, specs: Sequence[JobSpec], ids: Sequence[int | None], notes: Sequence[int | None], reservation: Reservation
+    ) -> list[Outcome]:
+        turns = [asyncio.Event() for _ in range(len(specs) + 1)]
+        turns[0].set()
+        steps = [
+            _Step(spec, ids[i], notes[i], reservation, my_turn=turns[i], done_turn=turns[i + 1], first=i == 0)
+            for i, spec in enumerate(specs)
+        ]
+        try:
+            return list(await asyncio.gather(*(self._run(step) for step in steps)))
+        finally:
+            reservation.close()
+
+    # -- one job ------------------------------------------------------------------------
+
+    async def _run(self, step: _Step) -> Outcome:
+        spec = step.spec
+        started = time.perf_counter()
+        answer: Answer | None = None
+        with self._track():
+            try:
+                replier, typing_channel = await replier_for(self.client, spec, step.note_id)
+            except Exception as exc:  # the channel is gone, no access, the network
+                log.warning("cannot answer job for user %s in channel %s, dropped: %s", spec.user_id, spec.channel_id, exc)
+                self._skip_turn(step)
+                outcome: Outcome = "undeliverable"
+            else:
+                outcome, parts, answer = await self._work(step, replier, typing_channel)
+                if outcome == "parked":  # the bot is stopping: answered after the restart
+                    note_id = await post_note(replier, parked_line())
+                    if note_id is not None and note_id != step.note_id:
+                        await self.journal.set_note(step.entry_id, note_id)
+                    self._log(spec, outcome, None, started)
+                    return outcome
+                if spec.lane == "caption" and outcome == "refused":
+                    log.info("caption of an image in channel %s not made: %s", spec.channel_id, parts[0])
+                elif not await deliver_safely(replier, parts):
+                    outcome = "undeliverable"
+            await self._forget(step.entry_id)
+        self._log(spec, outcome, answer, started)
+        return outcome
+
+    def _skip_turn(self, step: _Step) -> None:
+        step.reservation.release_one()
+        step.done_turn.set()
+
+    async def _forget(self, entry_id: int | None) -> None:
+        try:
+            await self.journal.remove(entry_id)
+        except Exception:
+            log.exception("could not remove journal row %s", entry_id)
+
+    async def _work(
+        self, step: _Step, replier: Replier, typing_channel: discord.abc.Messageable | None
+    ) -> tuple[Outcome, list[str], Answer | None]:
+        """The reply for a job: (outcome, message parts, the answer if there is one)."""
+        spec = step.spec
+        prefix = f"{spec.label}\n" if spec.label else ""
+        try:
+            try:
+                await self.journal.mark_active(step.entry_id)
+                prepared = await self._load_image(spec.source)
+                await step.my_turn.wait()  # keep the message's order in the queue
+                request = self.runtime.request([prepared], spec.question, max_tokens=spec.max_tokens, history=spec.history)
+                handle = self.runtime.submit(request, reservation=step.reservation)
+                step.done_turn.set()
+            except (ImageError, Refused) as exc:
+                log.debug("refused a job from user %s: %s", spec.user_id, exc)
+                if isinstance(exc, QueueClosed) and self.journal.enabled:
+                    return "parked", [], None
+                return "refused", [prefix + friendly(str(exc))], None
+            finally:
+                if not step.done_turn.is_set():
+                    self._skip_turn(step)
+            watcher = await self._wait_in_line(step, replier, handle) if handle.position > 0 else None
+            try:
+                async with typing_in(typing_channel):
+                    answer = await handle.result()
+            except QueueClosed as exc:
+                if exc.parked and self.journal.enabled:
+                    return "parked", [], None
+                return "failed", [prefix + friendly(str(exc))], None
+            except (JobCancelled, EngineError) as exc:
+                log.warning("job for user %s ended without an answer: %s", spec.user_id, exc)
+                return "failed", [prefix + friendly(str(exc))], None
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+            return "answered", render_parts(answer, header=spec.label, note=spec.note), answer
+        except Exception:
+            log.exception("unexpected failure answering user %s", spec.user_id)
+            return "failed", [prefix + friendly(OUR_FAULT)], None
+
+    async def _wait_in_line(self, step: _Step, replier: Replier, handle: JobHandle) -> asyncio.Task[None]:
+        """Show the place in line (the message's first job only) and journal the note;
+        while it waits, a crash is not this job's fault: it is active again once it starts."""
+        await self.journal.mark_active(step.entry_id, False)
+        if step.first:
+            note_id = await post_note(replier, place_in_line(handle.position))
+            if note_id is not None and note_id != step.note_id:
+                await self.journal.set_note(step.entry_id, note_id)
+
+        async def active_when_started() -> None:
+            await handle.started()
+            await self.journal.mark_active(step.entry_id)
+
+        return asyncio.create_task(active_when_started())
+
+    async def _load_image(self, source: ImageSource) -> PreparedImage:
+        """Declared size first (never download an oversized file), then fetch, then prepare.
+
+        The download slot is held until the image is prepared, so at most
+        ``queue.downloads`` downloaded files wait in memory."""
+        from bot.fetch import fetch_bytes
+
+        limits = self.runtime.limits
+        check_declared_size(source.size, limits)
+        if self.session is None:
+            raise RuntimeError("Jobs has no HTTP session to download with")
+        async with self._downloads:
+            data = await fetch_bytes(
+                self.session,
+                source.url,
+                allowed_hosts=self.settings.images.allowed_hosts,
+                limits=limits,
+                timeout_s=self.settings.images.download_timeout_s,
+            )
+            return await self.runtime.prepare(data)
+
+    # -- after a crash ----------------------------------------------------------------------
+
+    def start_replay(self) -> None:
+        if self._replay is None and self.journal.leftovers:
+            self._replay = asyncio.create_task(self.replay(), name="llava-journal-replay")
+
+    async def replay(self) -> None:
+        """Answer the jobs the previous process accepted but never answered, in order."""
+        await self.client.wait_until_ready()
+        entries, self.journal.leftovers = self.journal.leftovers, []
+        if not entries:
+            return
+        log.info("answering %d job(s) left unanswered by the previous run", len(entries))
+        tasks: list[asyncio.Task[list[Outcome]]] = []
+        for group in _groups(entries):
+            specs = await self._readable(group)
+            task = await self._replay_group(specs) if specs else None
+            if task is not None:
+                tasks.append(task)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _readable(self, group: list[Entry]) -> list[tuple[Entry, JobSpec]]:
+        """The group's jobs that can still be answered; the others get their one line now."""
+        state = self.settings.state
+        kept: list[tuple[Entry, JobSpec]] = []
+        for entry in group:
+            try:
+                spec = JobSpec.from_json(entry.payload)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("dropping unreadable journal entry %d: %s", entry.id, exc)
+                await self._forget(entry.id)
+                continue
+            age = time.time() - spec.created
+            if entry.crashes >= state.max_crashes or age > state.replay_max_age_s:
+                why = f"in flight during {entry.crashes} crash(es)" if entry.crashes >= state.max_crashes else f"{age / 3600:.1f} h old"
+                log.error("not replaying job %d of user %s (%s): telling them", entry.id, spec.user_id, why)
+                await self._give_up(entry, spec)
+                continue
+            kept.append((entry, spec))
+        return kept
+
+    async def _give_up(self, entry: Entry, spec: JobSpec) -> None:
+        """One line instead of an answer (never for captions: those only get the log line)."""
+        started = time.perf_counter()
+        outcome: Outcome = "gave_up"
+        if spec.lane != "caption":
+            prefix = f"{spec.label}\n" if spec.label else ""
+            try:
+                replier, _ = await replier_for(self.client, spec, entry.note_id)
+                if not await deliver_safely(replier, [prefix + friendly(GAVE_UP)]):
+                    outcome = "undeliverable"
+            except Exception as exc:  # the channel is gone, no access, the network
+                log.warning("cannot tell user %s: %s", spec.user_id, exc)
+                outcome = "undeliverable"
+        await self._forget(entry.id)
+        self._log(spec, outcome, None, started)
+
+    async def _replay_group(self, specs: list[tuple[Entry, JobSpec]]) -> asyncio.Task[list[Outcome]] | None:
+        """Wait for room in the queue (replays go through its limits), then start the group.
+        None when the bot is stopping (the rows stay for the next start)."""
+        lane = specs[0][1].lane
+        while True:
+            try:
+                reservation = self.runtime.queue.reserve(None, len(specs), lane=lane)
+                break
+            except QueueClosed:
+                return None
+            except Refused:
+                await asyncio.sleep(0.5)
+        return asyncio.create_task(
+            self._run_group([s for _, s in specs], [e.id for e, _ in specs], [e.note_id for e, _ in specs], reservation)
+        )
+
+    async def close(self) -> None:
+        if self._replay is not None and not self._replay.done():
+            self._replay.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._replay
+
+    # -- the one log line ---------------------------------------------------------------------
+
+    def _log(self, spec: JobSpec, outcome: str, answer: Answer | None, started: float) -> None:
+        log_job(self.outcomes, spec.kind, spec.user_id, spec.channel_id, outcome, answer, time.perf_counter() - started)
+
+
+def _groups(entries: Sequence[Entry]) -> list[list[Entry]]:
+    groups: dict[int, list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.group, []).append(entry)
+    return list(groups.values())
+
+
+def log_job(
+    outcomes: Counter[str], kind: str, user_id: int | None, channel_id: int | None, outcome: str, answer: Answer | None, seconds: float
+) -> None:
+    """One line per question: who, where, how it ended, timings. Never the content."""
+    outcomes[outcome] += 1
+    job: dict[str, Any] = {"kind": kind, "user": user_id, "channel": channel_id, "outcome": outcome, "seconds": round(seconds, 3)}
+    if answer is not None:
+        t = answer.timings
+        job.update(
+            queue_s=round(t.queue_wait_s, 3),
+            image_s=round(t.image_encode_s, 3),
+            prompt_s=round(t.prompt_eval_s, 3),
+            generation_s=round(t.generation_s, 3),
+            tokens=t.completion_tokens,
+            tokens_per_s=round(t.tokens_per_s, 1),
+        )
+    log.info("job %s", " ".join(f"{k}={v}" for k, v in job.items()), extra={"job": job})
