@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 EXTENSIONS: tuple[str, ...] = ("cogs.ask", "cogs.commands", "cogs.moderation", "cogs.admin")
 
 
-
 def point_at(api_base: str, gateway_url: str | None) -> None:
     """Send REST calls to ``api_base`` and connect to ``gateway_url``.
 
