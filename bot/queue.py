@@ -107,6 +107,10 @@ class _Job:
     attempts: int = 0  # engines that went down while running it
     #: set when an engine takes it
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    #: called on the event loop with each piece of text as it is generated
+    on_text: Callable[[str], None] | None = None
+    #: called on the event loop when the job starts again on another engine (drop the text so far)
+    on_restart: Callable[[], None] | None = None
 
     @property
     def lane(self) -> Lane:
@@ -167,12 +171,13 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
-def _takes_should_stop(engine: Engine) -> bool:
+def _takes(engine: Engine, keyword: str) -> bool:
+    """Whether the engine's generate takes ``keyword`` (test engines may not)."""
     try:
         params = inspect.signature(engine.generate).parameters
     except (TypeError, ValueError):
         return False
-    return "should_stop" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return keyword in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class InferenceQueue:
@@ -313,8 +318,15 @@ class InferenceQueue:
         *,
         user_id: int | str | None = None,
         reservation: Reservation | None = None,
+        on_text: Callable[[str], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
     ) -> JobHandle:
-        """Turn a held place into a job (without ``reservation``: reserve one now)."""
+        """Turn a held place into a job (without ``reservation``: reserve one now).
+
+        ``on_text`` is called on the event loop with each piece of the answer as the
+        engine generates it, in order, all before ``result()`` resolves; the engine
+        never waits for it.  ``on_restart``: the job went to another engine after its
+        first one went down, and its text starts again."""
         if self._closed:
             raise QueueClosed(RESTARTING)
         if self._wakeup is None:
@@ -324,6 +336,7 @@ class InferenceQueue:
             reservation = self.reserve(user_id, 1)
         reservation.take_one()
         job = _Job(next(self._ids), reservation, request, asyncio.get_running_loop().create_future(), owns_reservation=owns)
+        job.on_text, job.on_restart = on_text, on_restart
         position = self._ahead(job.lane)
         self._waiting[job.lane].append(job)
         self._wakeup.set()
@@ -460,8 +473,9 @@ class InferenceQueue:
 
     def _runner(self, engine: Engine) -> Callable[[_Job], Answer]:
         """The function the engine's thread runs for one job."""
+        loop = asyncio.get_running_loop()
         last_end: list[float] = []  # when the engine thread last finished a job
-        stoppable = _takes_should_stop(engine)
+        stoppable, streams = _takes(engine, "should_stop"), _takes(engine, "on_text")
 
         def should_stop() -> bool:
             return self._stop_now
@@ -471,10 +485,15 @@ class InferenceQueue:
             if last_end and job.submitted < last_end[0]:
                 # This job was already waiting: the engine sat idle for this long.
                 self.idle_gaps.append(begin - last_end[0])
+            kwargs: dict[str, object] = {}
+            if stoppable:
+                kwargs["should_stop"] = should_stop
+            if streams and job.on_text is not None:
+                on_text = job.on_text
+                # to the loop, in order; the engine thread never waits for the receiver
+                kwargs["on_text"] = lambda text: loop.call_soon_threadsafe(on_text, text)
             try:
-                if stoppable:
-                    return engine.generate(job.request, should_stop=should_stop)  # type: ignore[call-arg]
-                return engine.generate(job.request)
+                return engine.generate(job.request, **kwargs)  # type: ignore[arg-type]
             finally:
                 last_end[:] = [time.perf_counter()]
 
@@ -490,6 +509,11 @@ class InferenceQueue:
             self._finish(job, error=EngineError(ENGINES_DOWN))
             return
         log.warning("engine %s is down (%s); job %d goes back to the front of the queue", name, exc, job.id)
+        if job.on_restart is not None:
+            try:
+                job.on_restart()
+            except Exception:
+                log.exception("a restart callback failed")
         self._running.discard(job)
         self._waiting[job.lane].appendleft(job)
         if self._wakeup is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -160,10 +160,17 @@ class Runtime:
         )
 
     def submit(
-        self, request: VisionRequest, user_id: int | str | None = None, *, reservation: Reservation | None = None
+        self,
+        request: VisionRequest,
+        user_id: int | str | None = None,
+        *,
+        reservation: Reservation | None = None,
+        on_text: Callable[[str], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
     ) -> JobHandle:
-        """Queue a request (in a place held by ``reservation``, or one reserved now for ``user_id``)."""
-        return self.queue.submit(request, user_id=user_id, reservation=reservation)
+        """Queue a request (in a place held by ``reservation``, or one reserved now for
+        ``user_id``); ``on_text`` gets the answer as it is generated, on the event loop."""
+        return self.queue.submit(request, user_id=user_id, reservation=reservation, on_text=on_text, on_restart=on_restart)
 
     async def ask(
         self,

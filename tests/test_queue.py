@@ -493,3 +493,43 @@ async def test_stopping_ends_a_running_generation_and_parks_its_job():
     with pytest.raises(QueueClosed) as cut:
         await running.result()
     assert cut.value.parked
+
+
+class TalkingEngine(FakeEngine):
+    """Hands out its answer word by word from the engine thread."""
+
+    def generate(self, request: VisionRequest, *, on_text=None) -> Answer:
+        for word in ("one", " two", " three"):
+            if on_text is not None:
+                on_text(word)
+            time.sleep(0.01)
+        return Answer("one two three", "stop", 1, 3, StageTimings())
+
+
+async def test_text_reaches_the_loop_in_order_before_the_result():
+    engine = TalkingEngine()
+    queue = InferenceQueue(engine, max_size=5, per_user=5)
+    await queue.start()
+    loop_thread = threading.current_thread()
+    seen: list[tuple[str, bool]] = []
+    handle = queue.submit(req("q"), user_id=1, on_text=lambda t: seen.append((t, threading.current_thread() is loop_thread)))
+    answer = await handle.result()
+    assert [t for t, _ in seen] == ["one", " two", " three"] and all(on_loop for _, on_loop in seen)
+    assert "".join(t for t, _ in seen) == answer.text
+    await queue.close()
+
+
+async def test_a_job_put_back_after_its_engine_went_down_starts_its_text_again():
+    flaky = FlakyEngine("flaky")
+    queue = InferenceQueue([flaky], max_size=5, per_user=5, retry_s=0.05)
+    await queue.start()
+    events: list[str] = []
+    handle = queue.submit(req("q"), user_id=1, on_text=events.append, on_restart=lambda: events.append("<restart>"))
+    for _ in range(200):
+        if events:
+            break
+        await asyncio.sleep(0.01)
+    assert events == ["<restart>"]  # the receiver drops what it had (nothing here), then...
+    flaky.up.set()
+    assert (await handle.result()).text == "Q"  # ...the job runs again when the engine is back
+    await queue.close()

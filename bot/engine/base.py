@@ -6,6 +6,7 @@ CLI and the cogs use these types only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -122,8 +123,18 @@ class Engine(Protocol):
     def load(self) -> None:
         """Load the model and warm it up; return only when it can answer."""
 
-    def generate(self, request: VisionRequest, *, should_stop: Callable[[], bool] | None = None) -> Answer:
+    def generate(
+        self,
+        request: VisionRequest,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
         """Answer one request (blocking; called from a worker thread).
+
+        ``on_text`` is called in that thread with each piece of text as it is
+        generated (the pieces joined are the answer, before stripping); an
+        exception from it is logged once and stops the calls, never the answer.
 
         ``should_stop`` is polled between tokens (a remote engine polls it on
         every line it receives); when it returns True the engine stops and
@@ -139,3 +150,20 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free the model."""
+
+
+class TextSink:
+    """Hands generated text to ``on_text`` from an engine's thread; a callback that
+    raises is logged once and not called again (the answer goes on)."""
+
+    def __init__(self, on_text: Callable[[str], None] | None) -> None:
+        self._on_text = on_text
+
+    def __call__(self, text: str) -> None:
+        if self._on_text is None or not text:
+            return
+        try:
+            self._on_text(text)
+        except Exception:
+            logging.getLogger(__name__).exception("a text callback failed; no more text is handed out for this answer")
+            self._on_text = None

@@ -37,7 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.engine.base import Answer, EngineError, EngineInfo, RequestError, StageTimings, VisionRequest, chat_messages
+from bot.engine.base import (
+    Answer,
+    EngineError,
+    EngineInfo,
+    RequestError,
+    StageTimings,
+    TextSink,
+    VisionRequest,
+    chat_messages,
+)
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("llava_bot.llama_cpp")
@@ -335,8 +344,10 @@ class LlamaCppEngine:
         request: VisionRequest,
         *,
         should_stop: Callable[[], bool] | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Answer:
-        """Answer one request.  ``should_stop`` is polled between tokens."""
+        """Answer one request.  ``should_stop`` is polled between tokens; ``on_text``
+        gets the text as it is generated."""
         if self._llama is None:
             raise EngineError("the model is not loaded")
         started = time.perf_counter()
@@ -344,7 +355,7 @@ class LlamaCppEngine:
         n_prompt, max_tokens = self._prepare_prompt(request, timings)
         prompt_done = time.perf_counter()
         stopper = _Stopper(started + request.time_limit_s if request.time_limit_s else None, should_stop)
-        result = self._complete(request, max_tokens, stopper)
+        result = self._complete(request, max_tokens, stopper, TextSink(on_text))
         finished = time.perf_counter()
         timings.generation_s = finished - prompt_done
         timings.total_s = finished - started
@@ -411,20 +422,29 @@ class LlamaCppEngine:
             )
         return min(max_tokens, room)
 
-    def _complete(self, request: VisionRequest, max_tokens: int, stopper: _Stopper) -> dict[str, Any]:
-        """Generate from the evaluated prompt (an exact KV-cache hit) with ``max_tokens`` always set."""
+    def _complete(self, request: VisionRequest, max_tokens: int, stopper: _Stopper, sink: TextSink) -> dict[str, Any]:
+        """Generate from the evaluated prompt (an exact KV-cache hit) with ``max_tokens`` always
+        set, handing each piece of text to ``sink`` as it comes (llama-cpp-python keeps
+        characters split over several tokens together)."""
         import llama_cpp
 
         llama = self._llama
+        before = llama.n_tokens
+        pieces: list[str] = []
+        finish: str | None = None
         try:
-            result = llama.create_completion(
+            for chunk in llama.create_completion(
                 prompt=llama.input_ids[: llama.n_tokens].tolist(),
                 max_tokens=max_tokens,
                 temperature=request.temperature,
                 seed=self.seed,
-                stream=False,
+                stream=True,
                 stopping_criteria=llama_cpp.StoppingCriteriaList([stopper]),
-            )
+            ):
+                choice = chunk["choices"][0]
+                pieces.append(choice["text"])
+                sink(choice["text"])
+                finish = choice.get("finish_reason") or finish
         except ValueError as exc:
             self._kv = []
             raise EngineError(f"the model could not answer: {exc}") from exc
@@ -432,7 +452,10 @@ class LlamaCppEngine:
             self._kv = []
             raise
         self._remember_answer()
-        return result
+        # Every generated token but the last is evaluated into the context; the
+        # last one too unless the answer was cut at max_tokens.
+        generated = llama.n_tokens - before + (1 if finish == "length" else 0)
+        return {"choices": [{"text": "".join(pieces), "finish_reason": finish}], "usage": {"completion_tokens": generated}}
 
     def _eval_prompt(self, chunks: Any, timings: StageTimings) -> None:
         """Evaluate text and image chunks, timing each stage.

@@ -50,6 +50,7 @@ from bot.engine.base import (
     EngineInfo,
     RequestError,
     StageTimings,
+    TextSink,
     VisionRequest,
     chat_messages,
 )
@@ -110,6 +111,7 @@ class _Reply:
     complete: bool = False
     usage: dict[str, Any] = field(default_factory=dict)
     server_timings: dict[str, Any] = field(default_factory=dict)
+    sink: TextSink = field(default_factory=lambda: TextSink(None))
 
     def add(self, event: dict[str, Any]) -> None:
         self.usage = event.get("usage") or self.usage
@@ -120,6 +122,7 @@ class _Reply:
                 if self.first_token is None:
                     self.first_token = time.perf_counter()
                 self.text.append(delta)
+                self.sink(delta)
                 self.chunks += 1
             self.finish = choice.get("finish_reason") or self.finish
 
@@ -306,9 +309,15 @@ class OpenAIEngine:
     def close(self) -> None:
         return None
 
-    def generate(self, request: VisionRequest, *, should_stop: Callable[[], bool] | None = None) -> Answer:
+    def generate(
+        self,
+        request: VisionRequest,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
         """Stream one answer; see :meth:`bot.engine.base.Engine.generate`."""
-        reply = _Reply(started=time.perf_counter())
+        reply = _Reply(started=time.perf_counter(), sink=TextSink(on_text))
         try:
             with self._open("/chat/completions", self._body(request), self.timeout_s) as resp:
                 self._read_stream(resp, reply, request, should_stop)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import logging
 import os
 import subprocess
@@ -218,3 +220,26 @@ def test_time_limit_stops_generation_with_a_partial_answer(tiny_engine) -> None:
     answer = tiny_engine.generate(req)
     assert answer.finish_reason == "timeout"
     assert answer.completion_tokens < 1500
+
+
+def test_text_is_handed_out_as_it_is_generated(tiny_engine: LlamaCppEngine) -> None:
+    pieces: list[tuple[str, float]] = []
+    answer = tiny_engine.generate(ask(max_tokens=16), on_text=lambda t: pieces.append((t, time.perf_counter())))
+    assert "".join(p for p, _ in pieces).strip() == answer.text  # the pieces are the answer
+    assert len(pieces) > 1  # in pieces, not all at the end
+    assert pieces[0][1] < pieces[-1][1]
+    plain = tiny_engine.generate(ask(max_tokens=16))
+    assert (plain.text, plain.completion_tokens) == (answer.text, answer.completion_tokens)  # streaming changes nothing
+    assert plain.completion_tokens == 16 and plain.finish_reason == "length"  # the tiny model never stops early
+
+
+def test_a_failing_text_callback_never_stops_the_answer(tiny_engine: LlamaCppEngine, caplog) -> None:
+    calls = []
+
+    def broken(text: str) -> None:
+        calls.append(text)
+        raise RuntimeError("the receiver broke")
+
+    answer = tiny_engine.generate(ask(max_tokens=8), on_text=broken)
+    assert answer.completion_tokens == 8 and len(calls) == 1  # called once, then left alone
+    assert "a text callback failed" in caplog.text

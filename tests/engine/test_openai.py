@@ -270,3 +270,11 @@ async def test_a_4xx_is_a_request_error() -> None:
         engine = OpenAIEngine(server.url.replace("/v1", "/nope"))
         with pytest.raises(RequestError, match="HTTP 404"):
             await generate(engine)
+
+
+async def test_text_is_handed_out_as_the_stream_arrives() -> None:
+    async with SlowEngine(tokens=5, delay_s=0.05) as server:
+        pieces: list[str] = []
+        answer = await generate(OpenAIEngine(server.url), ask(max_tokens=8), on_text=pieces.append)
+        assert pieces == ["word1", " word2", " word3", " word4", " word5"]
+        assert "".join(pieces) == answer.text
