@@ -413,21 +413,25 @@ async def run_bench(
     try:
         pictures = [encode(photo(640, 480, seed=i), "JPEG", quality=90) for i in range(requests)]
         lag = LoopLag()
-        progress("1/6 overhead: engine alone, through the queue, through the whole bot")
+        progress("1/7 overhead: engine alone, through the queue, through the whole bot")
         overhead = await part_overhead(runtime, pictures, max_tokens, lag)
         answers: list[Answer] = overhead.pop("answers")
         results.update(overhead)
-        progress("2/6 event-loop lag")
+        progress("2/7 event-loop lag")
         results.update(await part_loop_lag(runtime, pictures, max_tokens, lag))
-        progress("3/6 image preparation")
+        progress("3/7 image preparation")
         results.update(await part_images(runtime))
-        progress("4/6 consumer idle gap with a backlog")
+        progress("4/7 consumer idle gap with a backlog")
         more = [encode(photo(640, 480, seed=100 + i), "JPEG", quality=90) for i in range(requests)]
         results.update(await part_idle_gap(runtime, more, max_tokens))
-        progress("5/6 follow-up vs first question")
+        progress("5/7 follow-up vs first question")
         follow_pics = [encode(photo(640, 480, seed=200 + i), "JPEG", quality=90) for i in range(max(3, requests // 2))]
         results.update(await part_followup(runtime, settings, follow_pics, max_tokens))
-        progress("6/6 stage timings")
+        progress("6/7 streaming into Discord: off vs on")
+        from bot.bench_stream import part_streaming
+
+        results.update(await part_streaming(runtime, pictures[: max(2, requests // 2)], max_tokens))
+        progress("7/7 stage timings")
         t = [a.timings for a in answers]
         results.update(
             {
@@ -495,6 +499,10 @@ def table(r: dict[str, Any]) -> str:
         "",
         f"  measured in {r['bench_seconds']} s",
     ]
+    if "stream_cost_pct" in r:
+        from bot.bench_stream import rows
+
+        lines[-2:-2] = rows(r, row)
     return "\n".join(lines)
 
 

@@ -92,7 +92,39 @@ def _settings(args: argparse.Namespace) -> Settings:
 # -- ask ----------------------------------------------------------------------
 
 
-async def _ask(settings: Settings, image: Path, question: str | None, max_tokens: int | None) -> str:
+class LivePrinter:
+    """Prints an answer as it is generated (``llava-bot ask`` on a terminal)."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.text = ""
+
+    def __call__(self, piece: str) -> None:
+        if not self.text:
+            piece = piece.lstrip()
+        self.text += piece
+        self.out.write(piece)
+        self.out.flush()
+
+    def restart(self) -> None:
+        """The answer starts again on another engine."""
+        if self.text:
+            self.out.write("\n")
+        self.text = ""
+
+    def rest(self, answer: Any) -> str:
+        """What is left to print once the answer is complete: any marks, then the footer."""
+        from bot.reply import answer_body, footer_line
+
+        body, shown = answer_body(answer), self.text.rstrip()
+        tail = body[len(shown) :] if shown and body.startswith(shown) else ("\n" if shown else "") + body
+        return f"{tail}\n{footer_line(answer)}"
+
+
+async def _ask(
+    settings: Settings, image: Path, question: str | None, max_tokens: int | None, live: LivePrinter | None = None
+) -> str:
+    """The answer as printed (with ``live``: what is left to print after the streamed text)."""
     from bot.engine.base import RequestError
     from bot.images import ImageError
     from bot.queue import Refused
@@ -111,13 +143,14 @@ async def _ask(settings: Settings, image: Path, question: str | None, max_tokens
         raise BadInput(f"{image.name}: {exc}") from None
     await runtime.start()
     try:
-        handle = runtime.submit(runtime.request([prepared], question, max_tokens=max_tokens), user_id="cli")
+        request = runtime.request([prepared], question, max_tokens=max_tokens)
+        handle = runtime.submit(request, user_id="cli", on_text=live, on_restart=live.restart if live else None)
         answer = await handle.result()
     except (Refused, RequestError) as exc:
         raise BadInput(str(exc)) from None
     finally:
         await runtime.close()
-    return render(answer)
+    return live.rest(answer) if live is not None else render(answer)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -125,7 +158,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level, args.verbose)
     if args.max_tokens is not None and args.max_tokens < 1:
         raise BadInput("--max-tokens must be at least 1")
-    text = asyncio.run(_ask(settings, Path(args.image), args.question, args.max_tokens))
+    live = LivePrinter(sys.stdout) if sys.stdout.isatty() else None  # stream to a terminal; a pipe gets the whole answer
+    text = asyncio.run(_ask(settings, Path(args.image), args.question, args.max_tokens, live))
     print(text)
     return EXIT_OK
 

@@ -174,6 +174,10 @@ class DiscordSettings(_Section):
     # Users (besides the application's owner) who may run admin commands.
     admin_users: list[int] = Field(default_factory=list)
     admin_roles: list[int] = Field(default_factory=list)
+    # Answers appear as they are written: the reply is edited at most once per
+    # stream_edit_s seconds (Discord allows about 5 edits per 5 s per channel).
+    stream: bool = True
+    stream_edit_s: float = Field(1.0, ge=0.5)
     # Images answered per message; more are skipped with a note.
     max_images: int = Field(4, ge=1, le=10)
     # How many earlier answers a reply-chain follow-up walks back through.

@@ -44,12 +44,56 @@ class Replier(Protocol):
         """Say at once that the job waits in line (later replaced by the answer).
         Returns the id of the message posted, if one was."""
 
+    async def show(self, index: int, text: str) -> int | None:
+        """Show ``text`` as part ``index`` of the reply while the answer streams in
+        (part 0 replaces the note; later parts continue it).  Returns the message's id."""
+
     async def deliver(self, parts: list[str]) -> None:
-        """Post the final reply: the answer parts, or one refusal or error line."""
+        """Post the final reply: the answer parts, or one refusal or error line
+        (the parts already shown are edited into it)."""
 
 
-class MessageReplier:
-    """Replies to a message: one reply (the place-in-line note becomes the answer)."""
+class _PartsReplier:
+    """A reply made of messages, part 0 first: shown (created or edited) while the
+    answer streams, then edited into the final parts.  Resumable: a retried
+    ``deliver`` does not post again what it already finished."""
+
+    def __init__(self) -> None:
+        self._messages: list[object | None] = []
+        self._final = 0
+
+    async def _create(self, index: int, text: str) -> object: ...
+
+    async def _edit(self, handle: object, index: int, text: str) -> None: ...
+
+    async def _put(self, index: int, text: str, *, recreate: bool = True) -> object:
+        handle = self._messages[index] if index < len(self._messages) else None
+        if handle is not None:
+            try:
+                await self._edit(handle, index, text)
+                return handle
+            except discord.NotFound:
+                if not recreate:
+                    raise
+                log.info("part %d of a reply was deleted; posting it again", index)
+        handle = await self._create(index, text)
+        while len(self._messages) <= index:
+            self._messages.append(None)
+        self._messages[index] = handle
+        return handle
+
+    async def show(self, index: int, text: str) -> int | None:
+        # a deleted message is not posted again while streaming (NotFound): the final text is
+        return getattr(await self._put(index, text, recreate=False), "id", None)
+
+    async def deliver(self, parts: list[str]) -> None:
+        while self._final < len(parts):
+            await self._put(self._final, parts[self._final])
+            self._final += 1
+
+
+class MessageReplier(_PartsReplier):
+    """Replies to a message: the place-in-line note becomes the answer's first part."""
 
     def __init__(
         self,
@@ -58,118 +102,115 @@ class MessageReplier:
         show_place: bool = True,
         note_id: int | None = None,
     ) -> None:
+        super().__init__()
         self.message = message
         self.show_place = show_place
-        self._note: discord.Message | discord.PartialMessage | None = None
         if note_id is not None:  # a replayed job: its old note becomes the answer
-            self._note = message.channel.get_partial_message(note_id)  # type: ignore[union-attr]
-        self._sent = 0
+            self._messages.append(message.channel.get_partial_message(note_id))  # type: ignore[union-attr]
 
-    async def _reply(self, text: str) -> discord.Message:
+    async def _create(self, index: int, text: str) -> discord.Message:
         # fail_if_not_exists=False: if the question was deleted meanwhile,
         # Discord posts the answer without the reference instead of failing.
         reference = self.message.to_reference(fail_if_not_exists=False)
         return await self.message.channel.send(text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS)
 
+    async def _edit(self, handle: object, index: int, text: str) -> None:
+        await handle.edit(content=text, allowed_mentions=NO_MENTIONS)  # type: ignore[attr-defined]
+
     async def placeholder(self, text: str) -> int | None:
         if not self.show_place:
             return None
-        if self._note is None:
-            self._note = await self._reply(text)
-        else:
-            await self._note.edit(content=text, allowed_mentions=NO_MENTIONS)
-        return self._note.id
-
-    async def deliver(self, parts: list[str]) -> None:
-        if self._sent == 0:
-            await self._first(parts[0])
-            self._sent = 1
-        while self._sent < len(parts):
-            await self._reply(parts[self._sent])
-            self._sent += 1
-
-    async def _first(self, text: str) -> None:
-        if self._note is not None:
-            try:
-                await self._note.edit(content=text, allowed_mentions=NO_MENTIONS)
-                return
-            except discord.NotFound:
-                self._note = None  # deleted meanwhile: reply instead
-        await self._reply(text)
+        note = await self._put(0, text)
+        return note.id  # type: ignore[attr-defined]
 
 
-class ChannelReplier:
+class ChannelReplier(_PartsReplier):
     """Posts the answer as new messages in a channel, the first starting with ``head``
-    (moderation log captions; answers to interactions too old to follow up)."""
+    (moderation log captions; answers to interactions too old to follow up).
+    Only the final text goes here: no notes, no streaming."""
 
     def __init__(self, channel: discord.abc.Messageable, head: str) -> None:
+        super().__init__()
         self.channel = channel
         self.head = head
-        self._sent = 0
 
     async def placeholder(self, text: str) -> int | None:
-        return None  # only results go here
+        return None
+
+    async def show(self, index: int, text: str) -> int | None:
+        return None
+
+    async def _create(self, index: int, text: str) -> discord.Message:
+        return await self.channel.send(text, allowed_mentions=NO_MENTIONS)
+
+    async def _edit(self, handle: object, index: int, text: str) -> None:
+        raise AssertionError("a channel reply is never edited")
 
     async def deliver(self, parts: list[str]) -> None:
         if self.head:
             # the head may push the first part over the limit: split again, never cut
-            first = split_text(f"{self.head}\n{parts[0]}", DISCORD_LIMIT)
-            parts = [*first, *parts[1:]]
-        while self._sent < len(parts):
-            await self.channel.send(parts[self._sent], allowed_mentions=NO_MENTIONS)
-            self._sent += 1
+            parts = [*split_text(f"{self.head}\n{parts[0]}", DISCORD_LIMIT), *parts[1:]]
+        await super().deliver(parts)
 
 
-class InteractionReplier:
-    """Answers a deferred interaction by editing its original response and following up.
+ORIGINAL = "@original"
+
+
+class InteractionReplier(_PartsReplier):
+    """Answers a deferred interaction: part 0 is its original response, later parts follow-ups.
 
     The token's age is checked whenever something is posted: once it is too
-    old, the answer goes to the channel instead, headed with who asked."""
+    old, the rest of the answer goes to the channel instead, headed with who asked."""
 
     def __init__(self, client: discord.Client, spec: JobSpec, note_id: int | None = None) -> None:
+        super().__init__()
         assert spec.application_id is not None and spec.token is not None
         self.client = client
         self.spec = spec
         self.webhook = discord.Webhook.partial(spec.application_id, spec.token, client=client)
-        #: the original response shows a note (a place in line) that the answer replaces
-        self._edited = note_id is not None
-        self._sent = 0
+        if note_id is not None:  # the original response shows a note that the answer replaces
+            self._messages.append(ORIGINAL)
         self._fallback: ChannelReplier | None = None
+        self.original_id: int | None = None
 
     def expired(self) -> bool:
         return time.time() - self.spec.created >= INTERACTION_TOKEN_LIFE_S
 
+    async def _create(self, index: int, text: str) -> object:
+        if index == 0 and self._messages:  # streamed into the original response before
+            await self._edit(ORIGINAL, 0, text)
+            return ORIGINAL
+        # the first follow-up fills in the deferred ("thinking…") response
+        return await self.webhook.send(text, allowed_mentions=NO_MENTIONS, wait=True)
+
+    async def _edit(self, handle: object, index: int, text: str) -> None:
+        target = ORIGINAL if handle == ORIGINAL else handle.id  # type: ignore[attr-defined]
+        message = await self.webhook.edit_message(target, content=text, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
+        if handle == ORIGINAL:
+            self.original_id = message.id
+
     async def placeholder(self, text: str) -> int | None:
+        return await self.show(0, text)
+
+    async def show(self, index: int, text: str) -> int | None:
         if self.expired():
             return None
-        note = await self.webhook.edit_message("@original", content=text, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
-        self._edited = True
-        return note.id
+        if index == 0:  # the deferred response (or its note) becomes part 0
+            await self._edit(ORIGINAL, 0, text)
+            self._messages[:1] = [ORIGINAL]
+            return self.original_id
+        return await super().show(index, text)
 
     async def deliver(self, parts: list[str]) -> None:
-        if self._fallback is not None or (self._sent == 0 and self.expired()):
-            await self._deliver_in_channel(parts)
-            return
-        if self._sent == 0:
-            if self._edited:
-                await self.webhook.edit_message("@original", content=parts[0], allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
-            else:  # the first follow-up fills in the deferred ("thinking…") response
-                await self.webhook.send(parts[0], allowed_mentions=NO_MENTIONS)
-            self._sent = 1
-        while self._sent < len(parts):
-            if self.expired():
-                await self._deliver_in_channel(parts)
-                return
-            await self.webhook.send(parts[self._sent], allowed_mentions=NO_MENTIONS)
-            self._sent += 1
-
-    async def _deliver_in_channel(self, parts: list[str]) -> None:
-        if self._fallback is None:
+        if self._fallback is None and self.expired():
             log.info("interaction of user %s is too old to follow up; answering in the channel", self.spec.user_id)
             channel = await messageable(self.client, self.spec.channel_id)
-            head = late_head(self.spec.user_id, self.spec.source.filename) if self._sent == 0 else ""
+            head = late_head(self.spec.user_id, self.spec.source.filename) if self._final == 0 else ""
             self._fallback = ChannelReplier(channel, head)
-        await self._fallback.deliver(parts[self._sent :])
+        if self._fallback is not None:
+            await self._fallback.deliver(parts[self._final :])
+            return
+        await super().deliver(parts)
 
 
 async def messageable(client: discord.Client, channel_id: int) -> discord.abc.Messageable:

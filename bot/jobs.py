@@ -39,7 +39,8 @@ from bot.engine.base import Answer, EngineError
 from bot.images import ImageError, PreparedImage, check_declared_size
 from bot.journal import Entry, Journal
 from bot.queue import JobCancelled, JobHandle, Lane, QueueClosed, Refused, Reservation
-from bot.reply import GAVE_UP, OUR_FAULT, friendly, parked_line, place_in_line, render_parts
+from bot.reply import GAVE_UP, OUR_FAULT, friendly, parked_line, place_in_line, render_parts, split_text
+from bot.streaming import ReplyStream
 
 if TYPE_CHECKING:
     import aiohttp
@@ -273,41 +274,85 @@ class Jobs:
     ) -> tuple[Outcome, list[str], Answer | None]:
         """The reply for a job: (outcome, message parts, the answer if there is one)."""
         spec = step.spec
-        prefix = f"{spec.label}\n" if spec.label else ""
+        stream = self._stream_for(step, replier)
         try:
             try:
-                await self.journal.mark_active(step.entry_id)
-                prepared = await self._load_image(spec.source)
-                await step.my_turn.wait()  # keep the message's order in the queue
-                request = self.runtime.request([prepared], spec.question, max_tokens=spec.max_tokens, history=spec.history)
-                handle = self.runtime.submit(request, reservation=step.reservation)
-                step.done_turn.set()
+                handle = await self._submit(step, stream)
             except (ImageError, Refused) as exc:
                 log.debug("refused a job from user %s: %s", spec.user_id, exc)
                 if isinstance(exc, QueueClosed) and self.journal.enabled:
                     return "parked", [], None
-                return "refused", [prefix + friendly(str(exc))], None
-            finally:
-                if not step.done_turn.is_set():
-                    self._skip_turn(step)
-            watcher = await self._wait_in_line(step, replier, handle) if handle.position > 0 else None
-            try:
-                async with typing_in(typing_channel):
-                    answer = await handle.result()
-            except QueueClosed as exc:
-                if exc.parked and self.journal.enabled:
-                    return "parked", [], None
-                return "failed", [prefix + friendly(str(exc))], None
-            except (JobCancelled, EngineError) as exc:
-                log.warning("job for user %s ended without an answer: %s", spec.user_id, exc)
-                return "failed", [prefix + friendly(str(exc))], None
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
-            return "answered", render_parts(answer, header=spec.label, note=spec.note), answer
+                return "refused", self._line(step, None, str(exc)), None
+            return await self._answer(step, replier, handle, typing_channel, stream)
         except Exception:
             log.exception("unexpected failure answering user %s", spec.user_id)
-            return "failed", [prefix + friendly(OUR_FAULT)], None
+            return "failed", self._line(step, stream, OUR_FAULT), None
+
+    def _stream_for(self, step: _Step, replier: Replier) -> ReplyStream | None:
+        """Questions stream into their reply; captions post only the final text."""
+        cfg = self.settings.discord
+        if step.spec.lane != "question" or not cfg.stream:
+            return None
+        async def journal_note(message_id: int) -> None:
+            if message_id != step.note_id:
+                await self.journal.set_note(step.entry_id, message_id)
+
+        return ReplyStream(replier, every_s=cfg.stream_edit_s, header=step.spec.label, on_first_shown=journal_note)
+
+    async def _submit(self, step: _Step, stream: ReplyStream | None) -> JobHandle:
+        """Download and prepare the image, then queue it in the message's order."""
+        spec = step.spec
+        try:
+            await self.journal.mark_active(step.entry_id)
+            prepared = await self._load_image(spec.source)
+            await step.my_turn.wait()  # keep the message's order in the queue
+            request = self.runtime.request([prepared], spec.question, max_tokens=spec.max_tokens, history=spec.history)
+            handle = self.runtime.submit(
+                request,
+                reservation=step.reservation,
+                on_text=stream.feed if stream else None,
+                on_restart=stream.restart if stream else None,
+            )
+            step.done_turn.set()
+            return handle
+        finally:
+            if not step.done_turn.is_set():
+                self._skip_turn(step)
+
+    async def _answer(
+        self,
+        step: _Step,
+        replier: Replier,
+        handle: JobHandle,
+        typing_channel: discord.abc.Messageable | None,
+        stream: ReplyStream | None,
+    ) -> tuple[Outcome, list[str], Answer | None]:
+        """Wait for the answer (showing the place in line, then the text as it comes)."""
+        spec = step.spec
+        watcher = await self._wait_in_line(step, replier, handle) if handle.position > 0 else None
+        try:
+            async with typing_in(typing_channel):
+                answer = await handle.result()
+        except QueueClosed as exc:
+            if exc.parked and self.journal.enabled:
+                return "parked", [], None
+            return "failed", self._line(step, stream, str(exc)), None
+        except (JobCancelled, EngineError) as exc:
+            log.warning("job for user %s ended without an answer: %s", spec.user_id, exc)
+            return "failed", self._line(step, stream, str(exc)), None
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if stream is not None:
+                await stream.close()  # no streamed edit may land after the final text
+        return "answered", render_parts(answer, header=spec.label, note=spec.note), answer
+
+    @staticmethod
+    def _line(step: _Step, stream: ReplyStream | None, reason: str) -> list[str]:
+        """One line instead of the answer: under the text streamed so far, if any."""
+        partial = stream.text.strip() if stream is not None else ""
+        head = "\n".join(x for x in (step.spec.label, partial) if x)
+        return split_text(f"{head}\n{friendly(reason)}" if head else friendly(reason))
 
     async def _wait_in_line(self, step: _Step, replier: Replier, handle: JobHandle) -> asyncio.Task[None]:
         """Show the place in line (the message's first job only) and journal the note;

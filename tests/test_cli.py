@@ -127,3 +127,42 @@ def test_bench_json_has_every_documented_key(tiny_pair) -> None:
     assert result["clip_backend"] in ("CPU",) or result["clip_backend"].startswith("CUDA")
     assert result["overhead_ratio"] > 0 and result["first_ttft_ms"] > 0 and result["followup_ttft_ms"] > 0
     assert result["prep_jpeg_ms"] > 0 and result["prep_jpeg_plain_ms"] > 0
+
+
+async def test_ask_on_a_terminal_prints_the_answer_as_it_arrives(tmp_path: Path) -> None:
+    """stdout is a pseudo-terminal: the words appear one by one, the footer last."""
+    import asyncio
+    import pty
+    import time
+
+    from bot.testing.slow_engine import SlowEngine, word_text
+
+    async with SlowEngine(tokens=6, delay_s=0.3) as server:
+        config = tmp_path / "bot.toml"
+        config.write_text(f'[[engines]]\nkind = "openai"\nurl = "{server.url}"\n')
+        master, slave = pty.openpty()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "ask", str(EXAMPLE), "what?", "--config", str(config),
+            stdout=slave, stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        os.close(slave)
+        chunks: list[tuple[float, str]] = []
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data = await loop.run_in_executor(None, os.read, master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append((time.monotonic(), data.decode()))
+        await asyncio.wait_for(proc.wait(), 60)
+        os.close(master)
+    assert proc.returncode == 0
+    output = "".join(c for _, c in chunks).replace("\r\n", "\n")
+    lines = output.rstrip("\n").split("\n")
+    assert lines[0] == word_text(6) and FOOTER.match(lines[1]), output
+    first_word = next(t for t, c in chunks if "word1" in c)
+    footer = next(t for t, c in chunks if "⏱" in c)
+    assert footer - first_word >= 1.0  # the first words were on screen well before the end (6 x 0.3 s)
+

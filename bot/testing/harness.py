@@ -41,7 +41,9 @@ async def running_bot(
             "model": {"path": str(model_files[0]), "mmproj": str(model_files[1]), "n_ctx": 2048, "n_gpu_layers": 0},
             "generation": {"max_tokens": 16, "max_tokens_limit": 64},
             "images": {"allowed_hosts": [f"127.0.0.1:{fake.port}"]},
-            "discord": {"api_base": fake.api_base, "gateway_url": fake.gateway_url, "sync_commands": True},
+            # Streamed edits are off unless a test asks for them: most tests (and bench's
+            # overhead figure) look at the final reply; tests/e2e/test_streaming.py streams.
+            "discord": {"api_base": fake.api_base, "gateway_url": fake.gateway_url, "sync_commands": True, "stream": False},
             "state": {"path": str(state_dir / "journal.sqlite3")},
         },
         settings_overrides,

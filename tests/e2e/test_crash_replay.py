@@ -13,6 +13,7 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+from bot.streaming import CURSOR
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
 from bot.testing.slow_engine import SlowEngine
 from tests.conftest import jpeg_bytes
@@ -56,13 +57,15 @@ async def test_kill_mid_message_then_restart_under_traffic_answers_each_question
         waiting = await fake.user_message(BOB_ID, GENERAL_ID, f"<@{BOT_ID}> and this?", attachments=[fake.add_attachment("b.jpg", jpeg_bytes())], mentions_bot=True)
         note = await fake.wait_for_sent(lambda s: ref(s) == str(waiting["id"]) and s["content"].startswith("⏳"), timeout=15)
         await fake.wait_until(lambda: journal_rows(journal) == 4, what="four journaled jobs")
-        await fake.wait_until(lambda: note_ids(journal) == [note["id"]], what="the note's id journaled")
+        # image 1's answer has begun to stream into a reply: its id is journaled like a note
+        partial = await fake.wait_for_sent(lambda s: ref(s) == str(three["id"]) and s["content"].endswith(CURSOR), timeout=15)
+        await fake.wait_until(lambda: sorted(note_ids(journal)) == sorted([note["id"], partial["id"]]), what="both ids journaled")
         # only the job in the engine is "in flight": a crash now is not the waiting ones' fault
         await fake.wait_until(lambda: active_flags(journal) == [1, 0, 0, 0], what="one job in flight")
         proc.kill()  # kill -9 while image 1 of 3 is in the engine
         await proc.wait()
         output = (await proc.stdout.read()).decode(errors="replace")
-        assert not replies(fake, three["id"])
+        assert [r["id"] for r in replies(fake, three["id"])] == [partial["id"]]
         server.release()
 
         # Restart, and ask ten new questions the moment it is connected.
@@ -83,6 +86,8 @@ async def test_kill_mid_message_then_restart_under_traffic_answers_each_question
             assert counts[str(three["id"])] == 3
             assert all(counts[str(m["id"])] == 1 for m in [waiting, *fresh]), counts
             assert replies(fake, waiting["id"])[0]["id"] == note["id"]
+            assert replies(fake, three["id"])[0]["id"] == partial["id"]  # the partial text became the answer
+            assert not any(m["content"].endswith(CURSOR) for m in fake.messages.values())  # no dangling cursor
             labels = sorted(fake.messages[r["id"]]["content"].split("\n")[0] for r in replies(fake, three["id"]))
             assert labels == [f"**Image {i} of 3** (image.png)" for i in (1, 2, 3)]
         finally:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from bot.cli import _stop_gracefully
 from bot.journal import Journal
+from bot.streaming import CURSOR
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, CAPTIONS_ID, DM_CHANNEL_ID, GENERAL_ID, OWNER_ID, FakeDiscord
 from bot.testing.slow_engine import SlowEngine, not_http_server
 from tests.conftest import jpeg_bytes
@@ -56,7 +57,7 @@ async def final_reply(fake: FakeDiscord, message_id: int, timeout: float = 15) -
     """The first reply to a message that is not (or no longer) a "⏳" note."""
 
     def find() -> str | None:
-        return next((t for t in texts(fake, message_id) if not t.startswith("⏳")), None)
+        return next((t for t in texts(fake, message_id) if not t.startswith("⏳") and not t.endswith(CURSOR)), None)
 
     return await fake.wait_until(find, timeout, "a final reply")
 

@@ -118,7 +118,12 @@ async def test_the_token_never_appears_in_any_output(fake: FakeDiscord, tmp_path
     assert wrong not in text
 
     # 2. the right token, debug logging, and failures: a 500, then a 403 on sending, a bad file
-    proc = await start_bot(config, fake, "-v")
+    # (streaming off, so that the failures hit the final reply rather than a streamed edit)
+    os.environ["LLAVA_BOT_DISCORD__STREAM"] = "false"
+    try:
+        proc = await start_bot(config, fake, "-v")
+    finally:
+        del os.environ["LLAVA_BOT_DISCORD__STREAM"]
     fake.fail_next("POST", r"^/channels/\d+/messages$", 500, times=1)
     fake.fail_next("POST", r"^/channels/\d+/messages$", 403, times=1)
     await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[fake.add_attachment("a.jpg", jpeg_bytes())], mentions_bot=True)

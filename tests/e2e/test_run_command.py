@@ -22,17 +22,16 @@ async def test_run_answers_a_mention_ask_and_the_menu(fake: FakeDiscord, tmp_pat
         await fake.wait_until(lambda: fake.connected and fake.commands, timeout=60, what="bot connected and synced")
         att = fake.add_attachment("a.jpg", jpeg_bytes())
         await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what is it?", attachments=[att], mentions_bot=True)
+        # answers stream in (the default): the reply is created, edited, and ends with the footer
         mention = await fake.wait_for_sent(lambda s: s["via"] == "channel", timeout=30)
-        assert FOOTER.search(mention["content"])
+        await fake.wait_for_sent(lambda s: s["id"] == mention["id"] and FOOTER.search(s["content"]), timeout=30)
 
-        await fake.slash_command(ALICE_ID, GENERAL_ID, "ask", {"image": fake.add_attachment("b.jpg", jpeg_bytes()), "question": "why?"})
-        ask = await fake.wait_for_sent(lambda s: s["via"] == "followup", timeout=30)
-        assert FOOTER.search(ask["content"])
+        ask = await fake.slash_command(ALICE_ID, GENERAL_ID, "ask", {"image": fake.add_attachment("b.jpg", jpeg_bytes()), "question": "why?"})
+        await fake.wait_for_sent(lambda s: s.get("interaction_id") == ask.id and FOOTER.search(s["content"]), timeout=30)
 
         target = await fake.user_message(ALICE_ID, GENERAL_ID, "pic", attachments=[fake.add_attachment("c.jpg", jpeg_bytes())])
-        await fake.message_context_menu(ALICE_ID, GENERAL_ID, "Describe image", target["id"])
-        menu = await fake.wait_for_sent(lambda s: s["via"] == "followup" and s["id"] != ask["id"], timeout=30)
-        assert FOOTER.search(menu["content"])
+        menu = await fake.message_context_menu(ALICE_ID, GENERAL_ID, "Describe image", target["id"])
+        await fake.wait_for_sent(lambda s: s.get("interaction_id") == menu.id and FOOTER.search(s["content"]), timeout=30)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
