@@ -1,4 +1,4 @@
-"""``llava-bot``: ask, doctor (and, from the Discord issue on, run).
+"""``llava-bot``: ask, run, serve, bench, doctor, fetch-model.
 
 Exit codes: 0 answered / healthy; 2 bad input (a one-line reason on stderr,
 no traceback): a bad setting, a missing or non-image file, a refused job;
@@ -21,6 +21,7 @@ from bot.reply import RESTARTING
 if TYPE_CHECKING:
     from bot.client import LlavaBot
     from bot.runtime import Runtime
+    from bot.web import WebServer
 
 log = logging.getLogger("llava_bot")
 
@@ -242,6 +243,7 @@ async def _run(settings: Settings, token: str, sync: bool) -> None:
     for engine in runtime.engines:
         info = engine.info
         log.info("model ready: %s (%s), text on %s, CLIP on %s", info.model, info.chat_format, info.text_backend, info.clip_backend)
+    web = await _start_web(settings, runtime)
     journal = Journal(settings.state.path if settings.state.journal else None)
     bot = make_bot(settings, runtime, sync_commands=sync or settings.discord.sync_commands, journal=journal)
     metrics.bot = bot
@@ -263,10 +265,23 @@ async def _run(settings: Settings, token: str, sync: bool) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if web is not None:
+            await web.stop()
         if clean:
             await runtime.close()
         await metrics.stop()
         log.info("stopped")
+
+
+async def _start_web(settings: Settings, runtime: Runtime) -> WebServer | None:
+    """With ``web.enabled``: the playground beside the bot, on the same runtime."""
+    if not settings.web.enabled:
+        return None
+    from bot.web import WebServer
+
+    web = WebServer(runtime, settings.web)
+    await web.start()
+    return web
 
 
 async def _stop_gracefully(bot: LlavaBot, runtime: Runtime, bound: float) -> bool:
@@ -312,6 +327,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level, args.verbose, settings.log_format)
     if settings.discord.token is None:
         raise BadInput("no Discord bot token: set the DISCORD_TOKEN environment variable (see README)")
+    if settings.web.enabled:
+        from bot.web import check_bind
+
+        check_bind(settings.web)  # before the model loads
     import discord
 
     token = settings.discord.token.get_secret_value()
@@ -319,6 +338,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(_run(settings, token, args.sync))
     except discord.LoginFailure as exc:
         raise BadInput(f"Discord refused the token: {exc}") from None
+    return EXIT_OK
+
+
+# -- serve ----------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The playground alone: the model, the queue and the limits, and a web page."""
+    overrides = _model_overrides(args)
+    web = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    if web:
+        overrides["web"] = web
+    settings = load_settings(args.config, overrides=overrides)
+    _setup_logging(settings.log_level, args.verbose, settings.log_format)
+    from bot.web import check_bind, serve
+
+    check_bind(settings.web)  # before the model loads
+
+    def announce(url: str) -> None:
+        print(f"llava-bot: playground at {url} (Ctrl-C to stop)", flush=True)
+
+    asyncio.run(serve(settings, announce))
     return EXIT_OK
 
 
@@ -382,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sync", action="store_true", help="register the slash commands with Discord at start-up")
     common(run)
     run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="serve the playground: a web page to ask about images (same model, queue, limits)")
+    serve.add_argument("--host", metavar="ADDR", help="address to listen on (web.host, default 127.0.0.1; others need web.token)")
+    serve.add_argument("--port", type=int, metavar="N", help="port (web.port, default 8765)")
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser("bench", help="measure what the bot adds on top of the model (see BENCHMARKS.md)")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

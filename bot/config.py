@@ -213,6 +213,29 @@ class MetricsSettings(_Section):
     host: str = "127.0.0.1"
 
 
+class WebSettings(_Section):
+    """The playground (``llava-bot serve``; beside the bot with ``enabled``)."""
+
+    # `llava-bot run` also serves the playground, on the same model and queue.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    # From LLAVA_BOT_WEB__TOKEN only, never from a file. Needed to bind anything but loopback.
+    token: SecretStr | None = None
+    # Follow-up conversations kept in memory (least recently used go first), and for how long idle.
+    conversations: int = Field(200, ge=1)
+    conversation_ttl_s: float = Field(1800.0, gt=0)
+    # Earlier (question, answer) turns sent with a follow-up.
+    history_turns: int = Field(6, ge=0, le=25)
+
+    @field_validator("token")
+    @classmethod
+    def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+
 class EngineSettings(_Section):
     # "local": the model in this process ([model]); "openai": an OpenAI-compatible
     # server (llama-server --mmproj, python -m llama_cpp.server, vLLM, Ollama /v1).
@@ -259,6 +282,7 @@ class Settings(BaseSettings):
     moderation: ModerationSettings = ModerationSettings()
     state: StateSettings = StateSettings()
     metrics: MetricsSettings = MetricsSettings()
+    web: WebSettings = WebSettings()
     # Engines fed from the one queue, one consumer each. Default: the local model.
     engines: list[EngineSettings] = Field(default_factory=lambda: [EngineSettings()], min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -345,6 +369,8 @@ def load_settings(
         raise ConfigError(
             "config error: discord.token must not be in a file; set the DISCORD_TOKEN environment variable"
         )
+    if isinstance(data.get("web"), dict) and "token" in data["web"]:
+        raise ConfigError("config error: web.token must not be in a file; set the LLAVA_BOT_WEB__TOKEN environment variable")
     _check_env(os.environ)
     overrides = dict(overrides or {})
     env_token = os.environ.get("DISCORD_TOKEN")

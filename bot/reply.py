@@ -124,3 +124,13 @@ def answer_from_message(content: str) -> str:
     for mark in (CUT_MARK, TIMEOUT_MARK):
         text = text.removesuffix(mark.strip())
     return text.strip()
+
+
+# -- the playground (bot/web): lines only the web page says --------------------
+CONVERSATION_EXPIRED = "that conversation has expired; please send the image again"
+WEB_NO_IMAGE = "choose an image first (pick a file, drop one or paste one)"
+WEB_NOT_A_FORM = "send the question as a multipart form (image, question, max_tokens, conversation)"
+WEB_FIELD_TOO_LONG = "the {field} field is too long"
+WEB_BAD_MAX_TOKENS = "max_tokens must be a whole number"
+WEB_TOKEN_NEEDED = "this playground needs its access token"
+WEB_STOPPING = "the playground is stopping, please ask again in a minute"

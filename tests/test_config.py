@@ -123,11 +123,23 @@ def test_example_toml_loads_and_documents_every_setting() -> None:
     sections = {m.group(1): m.start() for m in re.finditer(r"^\[(\w+)\]", text, re.M)}
     assert "DISCORD_TOKEN" in text  # the token is documented, but never set in a file
     for path in _paths(Settings):
-        if path == "discord.token":
+        if path in ("discord.token", "web.token"):  # environment only: described, never set
             continue
         section, _, key = path.rpartition(".")
         start = sections.get(section, 0) if section else 0
         assert re.search(rf"^#? ?{key} = ", text[start:], re.M), f"{path} is not in config/example.toml"
+
+
+def test_web_token_comes_from_the_environment_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="web.token must not be in a file; set the LLAVA_BOT_WEB__TOKEN"):
+        load_settings(write(tmp_path, "[web]\ntoken = 'abc'\n"))
+    monkeypatch.setenv("LLAVA_BOT_WEB__TOKEN", "web-secret-value")
+    s = load_settings(write(tmp_path, "[web]\nhost = '0.0.0.0'\n"), overrides={"web": {"port": 9000}})
+    assert s.web.token is not None and s.web.token.get_secret_value() == "web-secret-value"
+    assert (s.web.host, s.web.port) == ("0.0.0.0", 9000)  # file, env and flags merge
+    assert "web-secret-value" not in repr(s)
+    monkeypatch.setenv("LLAVA_BOT_WEB__TOKEN", "  ")
+    assert load_settings().web.token is None  # an empty token is no token
 
 
 def test_token_comes_from_the_environment_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
