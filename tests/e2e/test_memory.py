@@ -41,7 +41,7 @@ async def test_twelve_members_post_a_40mp_png_at_once(fake: FakeDiscord, tmp_pat
         def final(msg: dict) -> str | None:
             replies = [s for s in fake.sent if s["via"] == "channel" and ref(s) == str(msg["id"])]
             text = fake.messages[replies[0]["id"]]["content"] if replies else None
-            return text if text and not text.startswith("⏳") else None
+            return text if text and "⏱" in text else None  # the final text (not a note, not a streamed part)
 
         await fake.wait_until(lambda: all(final(m) for m in msgs), timeout=240, what="twelve answers")
         assert all(FOOTER.search(final(m) or "") for m in msgs)
