@@ -38,8 +38,8 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +148,32 @@ def _timed_engine(runtime: Runtime) -> list[float]:
     return durations
 
 
-async def part_overhead(runtime: Runtime, pictures: list[bytes], max_tokens: int, lag: LoopLag) -> dict[str, Any]:
-    from bot.testing.fake_discord import BOT_ID, GENERAL_ID, FakeDiscord
+@asynccontextmanager
+async def loopback_bot(runtime: Runtime, **discord: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """The whole bot on ``runtime`` against a fresh fake Discord, discord.py's logs quiet:
+    (the fake, the bot).  ``discord``: more [discord] settings."""
+    from bot.testing.fake_discord import FakeDiscord
     from bot.testing.harness import running_bot
+
+    discord_log = logging.getLogger("discord")
+    saved_level = discord_log.level
+    discord_log.setLevel(logging.ERROR)
+    model = runtime.settings.model
+    assert model.path is not None and model.mmproj is not None
+    try:
+        with tempfile.TemporaryDirectory() as state:
+            async with FakeDiscord() as fake:
+                async with running_bot(
+                    fake, (model.path, model.mmproj), Path(state), runtime=runtime,
+                    discord={"sync_commands": False, **discord}, queue={"per_user_per_minute": 0},
+                ) as (bot, _):
+                    yield fake, bot
+    finally:
+        discord_log.setLevel(saved_level)
+
+
+async def part_overhead(runtime: Runtime, pictures: list[bytes], max_tokens: int, lag: LoopLag) -> dict[str, Any]:
+    from bot.testing.fake_discord import BOT_ID, GENERAL_ID
 
     engine = runtime.engine
     prepared = [prepare_image(p, runtime.limits) for p in pictures]
@@ -180,39 +203,24 @@ async def part_overhead(runtime: Runtime, pictures: list[bytes], max_tokens: int
     # c. through the whole bot, on loopback
     bot_wall: list[float] = []
     bot_engine: list[float] = []
-    discord_log = logging.getLogger("discord")
-    saved_level = discord_log.level
-    discord_log.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory() as state:
-            async with FakeDiscord() as fake:
-                model = runtime.settings.model
-                assert model.path is not None and model.mmproj is not None
-                async with running_bot(
-                    fake,
-                    (model.path, model.mmproj),
-                    Path(state),
-                    runtime=runtime,
-                    discord={"sync_commands": False},
-                    queue={"per_user_per_minute": 0},
-                ):
-                    with lag.running():
-                        for i, data in enumerate(pictures):
-                            att = fake.add_attachment(f"bench{i}.jpg", data)
-                            before = len(durations)
-                            t0 = time.perf_counter()
-                            msg = await fake.user_message(
-                                1, GENERAL_ID, f"<@{BOT_ID}> {QUESTION}", attachments=[att], mentions_bot=True
-                            )
-                            await fake.wait_for_sent(
-                                lambda s, m=msg: s.get("message_reference") is not None
-                                and str(s["message_reference"]["message_id"]) == m["id"],
-                                timeout=120,
-                            )
-                            bot_wall.append(time.perf_counter() - t0)
-                            bot_engine.append(durations[before])
+        async with loopback_bot(runtime) as (fake, _):
+            with lag.running():
+                for i, data in enumerate(pictures):
+                    att = fake.add_attachment(f"bench{i}.jpg", data)
+                    before = len(durations)
+                    t0 = time.perf_counter()
+                    msg = await fake.user_message(
+                        1, GENERAL_ID, f"<@{BOT_ID}> {QUESTION}", attachments=[att], mentions_bot=True
+                    )
+                    await fake.wait_for_sent(
+                        lambda s, m=msg: s.get("message_reference") is not None
+                        and str(s["message_reference"]["message_id"]) == m["id"],
+                        timeout=120,
+                    )
+                    bot_wall.append(time.perf_counter() - t0)
+                    bot_engine.append(durations[before])
     finally:
-        discord_log.setLevel(saved_level)
         del engine.generate  # back to the class's method
 
     overhead = [w - e for w, e in zip(bot_wall, bot_engine)]

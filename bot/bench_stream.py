@@ -13,11 +13,8 @@ the monotonic clock).
 
 from __future__ import annotations
 
-import logging
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from bot.engine.base import Answer, VisionRequest
@@ -54,43 +51,31 @@ def _watched_engine(runtime: Runtime) -> list[dict[str, float]]:
 
 
 async def part_streaming(runtime: Runtime, pictures: list[bytes], max_tokens: int) -> dict[str, Any]:
-    from bot.testing.fake_discord import BOT_ID, GENERAL_ID, FakeDiscord
-    from bot.testing.harness import running_bot
+    from bot.bench import loopback_bot
+    from bot.testing.fake_discord import BOT_ID, GENERAL_ID
 
     calls = _watched_engine(runtime)
     ratios: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     first_words: list[float] = []
     edits: list[int] = []
-    discord_log = logging.getLogger("discord")
-    saved_level = discord_log.level
-    discord_log.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory() as state:
-            async with FakeDiscord() as fake:
-                model = runtime.settings.model
-                assert model.path is not None and model.mmproj is not None
-                overrides = {"sync_commands": False, "stream": True, "stream_edit_s": 1.0}
-                async with running_bot(
-                    fake, (model.path, model.mmproj), Path(state), runtime=runtime, discord=overrides,
-                    queue={"per_user_per_minute": 0},
-                ) as (bot, _):
-                    for i, data in enumerate(pictures * 2):
-                        stream = i % 2 == 1
-                        bot.settings.discord.stream = stream
-                        before = len(calls)
-                        att = fake.add_attachment(f"stream{i}.jpg", data)
-                        t0 = time.perf_counter()
-                        msg = await fake.user_message(1, GENERAL_ID, f"<@{BOT_ID}> {QUESTION}", attachments=[att], mentions_bot=True)
-                        first = await fake.wait_for_sent(lambda s, m=msg: _replies_to(s, m["id"]), timeout=120)
-                        await fake.wait_until(lambda f=first: "⏱" in fake.messages[f["id"]]["content"], timeout=120)
-                        wall = time.perf_counter() - t0
-                        call = calls[before]
-                        ratios[stream].append((wall, call["seconds"]))
-                        if stream:
-                            first_words.append(first["time"] - call["first_text"])
-                            edits.append(sum(1 for s in fake.sent if s["id"] == first["id"]))
+        async with loopback_bot(runtime, stream=True, stream_edit_s=1.0) as (fake, bot):
+            for i, data in enumerate(pictures * 2):
+                stream = i % 2 == 1
+                bot.settings.discord.stream = stream
+                before = len(calls)
+                att = fake.add_attachment(f"stream{i}.jpg", data)
+                t0 = time.perf_counter()
+                msg = await fake.user_message(1, GENERAL_ID, f"<@{BOT_ID}> {QUESTION}", attachments=[att], mentions_bot=True)
+                first = await fake.wait_for_sent(lambda s, m=msg: _replies_to(s, m["id"]), timeout=120)
+                await fake.wait_until(lambda f=first: "⏱" in fake.messages[f["id"]]["content"], timeout=120)
+                wall = time.perf_counter() - t0
+                call = calls[before]
+                ratios[stream].append((wall, call["seconds"]))
+                if stream:
+                    first_words.append(first["time"] - call["first_text"])
+                    edits.append(sum(1 for s in fake.sent if s["id"] == first["id"]))
     finally:
-        discord_log.setLevel(saved_level)
         del runtime.engine.generate
 
     def ratio(pairs: list[tuple[float, float]]) -> float:

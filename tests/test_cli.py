@@ -113,6 +113,8 @@ BENCH_KEYS = {
     "overhead_ms_p50", "overhead_ms_p95", "overhead_ratio", "loop_lag_ms_max", "loop_lag_ms_p99",
     "prep_jpeg_ms", "prep_jpeg_plain_ms", "idle_gap_ms_median", "first_ttft_ms", "followup_ttft_ms",
     "clip_backend", "tokens_per_s",
+    "stream_bot_over_engine_off", "stream_bot_over_engine_on", "stream_cost_pct",
+    "stream_first_words_ms_p50", "stream_first_words_ms_max", "stream_messages_per_answer",
 }
 
 
@@ -127,6 +129,7 @@ def test_bench_json_has_every_documented_key(tiny_pair) -> None:
     assert result["clip_backend"] in ("CPU",) or result["clip_backend"].startswith("CUDA")
     assert result["overhead_ratio"] > 0 and result["first_ttft_ms"] > 0 and result["followup_ttft_ms"] > 0
     assert result["prep_jpeg_ms"] > 0 and result["prep_jpeg_plain_ms"] > 0
+    assert result["stream_bot_over_engine_on"] > 0 and result["stream_first_words_ms_max"] >= 0
 
 
 async def test_ask_on_a_terminal_prints_the_answer_as_it_arrives(tmp_path: Path) -> None:
