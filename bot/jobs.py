@@ -282,11 +282,11 @@ class Jobs:
                 log.debug("refused a job from user %s: %s", spec.user_id, exc)
                 if isinstance(exc, QueueClosed) and self.journal.enabled:
                     return "parked", [], None
-                return "refused", self._line(step, None, str(exc)), None
+                return "refused", self._line(spec, None, str(exc)), None
             return await self._answer(step, replier, handle, typing_channel, stream)
         except Exception:
             log.exception("unexpected failure answering user %s", spec.user_id)
-            return "failed", self._line(step, stream, OUR_FAULT), None
+            return "failed", self._line(spec, stream, OUR_FAULT), None
 
     def _stream_for(self, step: _Step, replier: Replier) -> ReplyStream | None:
         """Questions stream into their reply; captions post only the final text."""
@@ -336,10 +336,10 @@ class Jobs:
         except QueueClosed as exc:
             if exc.parked and self.journal.enabled:
                 return "parked", [], None
-            return "failed", self._line(step, stream, str(exc)), None
+            return "failed", self._line(spec, stream, str(exc)), None
         except (JobCancelled, EngineError) as exc:
             log.warning("job for user %s ended without an answer: %s", spec.user_id, exc)
-            return "failed", self._line(step, stream, str(exc)), None
+            return "failed", self._line(spec, stream, str(exc)), None
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -348,10 +348,10 @@ class Jobs:
         return "answered", render_parts(answer, header=spec.label, note=spec.note), answer
 
     @staticmethod
-    def _line(step: _Step, stream: ReplyStream | None, reason: str) -> list[str]:
-        """One line instead of the answer: under the text streamed so far, if any."""
+    def _line(spec: JobSpec, stream: ReplyStream | None, reason: str) -> list[str]:
+        """One line instead of the answer: under the image's label and the text streamed so far, if any."""
         partial = stream.text.strip() if stream is not None else ""
-        head = "\n".join(x for x in (step.spec.label, partial) if x)
+        head = "\n".join(x for x in (spec.label, partial) if x)
         return split_text(f"{head}\n{friendly(reason)}" if head else friendly(reason))
 
     async def _wait_in_line(self, step: _Step, replier: Replier, handle: JobHandle) -> asyncio.Task[None]:
@@ -436,10 +436,9 @@ class Jobs:
         started = time.perf_counter()
         outcome: Outcome = "gave_up"
         if spec.lane != "caption":
-            prefix = f"{spec.label}\n" if spec.label else ""
             try:
                 replier, _ = await replier_for(self.client, spec, entry.note_id)
-                if not await deliver_safely(replier, [prefix + friendly(GAVE_UP)]):
+                if not await deliver_safely(replier, self._line(spec, None, GAVE_UP)):
                     outcome = "undeliverable"
             except Exception as exc:  # the channel is gone, no access, the network
                 log.warning("cannot tell user %s: %s", spec.user_id, exc)

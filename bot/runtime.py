@@ -102,7 +102,7 @@ class Runtime:
         self.engine = self.engines[0]
         self.limits = image_limits(settings)
         #: image preparation: bounded threads and a pixel budget ([images])
-        self.image_pool = ImagePool.from_settings(getattr(settings, "images", None), self.limits)
+        self.image_pool = ImagePool.from_settings(settings.images, self.limits)
         self.queue = InferenceQueue(
             self.engines,
             max_size=settings.queue.max_size,
