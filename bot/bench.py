@@ -347,7 +347,9 @@ def part_stock_handler(model: tuple[Path, Path], settings: Settings, picture: by
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Llava15ChatHandler
 
-    prepared = prepare_image(picture, image_limits(settings))
+    from bot.engine.projector import read_projector
+
+    prepared = prepare_image(picture, image_limits(settings, read_projector(model[1])))
     llm = Llama(
         model_path=str(model[0]),
         chat_handler=Llava15ChatHandler(clip_model_path=str(model[1]), verbose=False),

@@ -190,7 +190,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     kind = " (built-in tiny random model: answers are random text)" if files.builtin else ""
     _row("model", f"{files.path}{kind}")
     _row("mmproj", files.mmproj)
-    _row("chat format", settings.model.chat_format)
+    _row("model.chat_format", settings.model.chat_format)
     _row("n_gpu_layers / n_ctx", f"{settings.model.n_gpu_layers} / {settings.model.n_ctx}")
     engine = build_engine(settings, files)
     try:
@@ -200,6 +200,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         _row("loaded in", f"{engine.load_s:.2f} s")
         _row("text model ran on", info.text_backend)
         _row("CLIP ran on", info.clip_backend)
+        _row("chat template", info.template)
+        if engine.projector.dynamic:
+            _row("image budget", f"{engine.image_token_budget()} tokens an image (images.max_image_tokens)")
         _row("warm-up question", footer_line(warm).removeprefix("-# "))
     finally:
         engine.close()

@@ -27,7 +27,10 @@ DEFAULT_CONFIG_PATH = Path("config/bot.toml")
 
 # The multimodal chat formats llama-cpp-python ships handlers for.  The
 # engine maps each name to its handler class.
+# "auto": the model file's own chat template, else one inferred from its projector
+# (bot/engine/templates.py); the others name a format.
 ChatFormat = Literal[
+    "auto",
     "llava-1-5",
     "llava-1-6",
     "bakllava-1",
@@ -36,6 +39,8 @@ ChatFormat = Literal[
     "nanollava",
     "llama-3-vision-alpha",
     "minicpm-v-2.6",
+    "gemma-3",
+    "qwen2-vl",
 ]
 
 
@@ -50,7 +55,7 @@ class _Section(BaseModel):
 class ModelSettings(_Section):
     path: Path | None = None
     mmproj: Path | None = None
-    chat_format: ChatFormat = "llava-1-5"
+    chat_format: ChatFormat = "auto"
     n_gpu_layers: int = Field(-1, ge=-1)
     n_ctx: int = Field(4096, ge=256)
     n_threads: int | None = Field(None, ge=1)
@@ -149,9 +154,14 @@ DISCORD_CDN_HOSTS = ["cdn.discordapp.com", "media.discordapp.net"]
 class ImageSettings(_Section):
     max_bytes: int = Field(25 * 1024 * 1024, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
-    # None: 672 for LLaVA-1.5-style models (their encoder sees 336 px), 1344
-    # for the high-resolution formats (llava-1-6, minicpm-v-2.6).
+    # None: from the model's projector: twice a fixed-size encoder's input (672 for
+    # LLaVA-1.5's 336 px, at most 1344), 1344 for tiling encoders (LLaVA-1.6,
+    # MiniCPM-V), and for dynamic-resolution ones (Qwen2-VL, Qwen2.5-VL) the side
+    # that fits max_image_tokens (896 px for 1024 tokens).
     max_side: int | None = Field(None, ge=16)
+    # Dynamic-resolution models only: the most tokens one image may take (None: 1024).
+    # A 1920x1080 photo is about 2,700 tokens on Qwen2.5-VL at full size.
+    max_image_tokens: int | None = Field(None, ge=16)
     jpeg_quality: int = Field(90, ge=10, le=100)
     # Hosts attachments may be downloaded from ("host" or "host:port"); nothing else is fetched.
     allowed_hosts: list[str] = Field(default_factory=lambda: list(DISCORD_CDN_HOSTS))

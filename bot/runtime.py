@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.engine.base import Answer, Engine, VisionRequest
+from bot.engine.projector import TILED_SIDE, Projector
 from bot.image_pool import ImagePool
 from bot.images import ImageLimits, PreparedImage
 from bot.queue import InferenceQueue, JobHandle, Reservation
@@ -53,20 +54,17 @@ def build_engine(settings: Settings, files: ModelFiles | None = None) -> LlamaCp
 
     files = files or resolve_model(settings)
     model = settings.model.model_copy(update={"path": files.path, "mmproj": files.mmproj})
-    return LlamaCppEngine.from_settings(model)
+    return LlamaCppEngine.from_settings(model, image_max_tokens=settings.images.max_image_tokens)
 
 
-#: chat formats whose image encoder tiles high-resolution pictures
-HIGH_RES_FORMATS = frozenset({"llava-1-6", "minicpm-v-2.6"})
-
-
-def image_limits(settings: Settings) -> ImageLimits:
+def image_limits(settings: Settings, projector: Projector | None = None) -> ImageLimits:
+    """The image caps; the long side comes from ``images.max_side``, else from
+    the local model's projector (see :meth:`bot.engine.projector.Projector.max_side`)."""
     images = settings.images
     max_side = images.max_side
     if max_side is None:
-        # LLaVA-1.5's CLIP sees 336 px: twice that keeps detail for its own
-        # resize and costs a quarter of the decoding of 1344 px.
-        max_side = 1344 if settings.model.chat_format in HIGH_RES_FORMATS else 672
+        # A remote engine's server sizes images itself: send enough for tiling encoders.
+        max_side = projector.max_side(images.max_image_tokens) if projector is not None else TILED_SIDE
     return ImageLimits(
         max_bytes=images.max_bytes,
         max_pixels=images.max_pixels,
@@ -100,7 +98,7 @@ class Runtime:
         self.engines: list[Engine] = [engine] if engine is not None else build_engines(settings)
         #: the first engine (the only one in the usual one-GPU setup)
         self.engine = self.engines[0]
-        self.limits = image_limits(settings)
+        self.limits = image_limits(settings, getattr(self.engine, "projector", None))
         #: image preparation: bounded threads and a pixel budget ([images])
         self.image_pool = ImagePool.from_settings(settings.images, self.limits)
         self.queue = InferenceQueue(

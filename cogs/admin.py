@@ -40,8 +40,9 @@ def status_text(bot: LlavaBot, *, show_urls: bool = False) -> str:
         down = " · **down**" if info.name in bot.runtime.queue.down else ""
         url = getattr(info, "url", "")
         where = f" · <{url}>" if show_urls and url else ""
+        template = getattr(info, "template", "") or info.chat_format
         engines.append(
-            f"engine `{info.name}`{where}: model `{info.model}` ({info.chat_format}) · "
+            f"engine `{info.name}`{where}: model `{info.model}` · chat template: {template} · "
             f"text model on: {info.text_backend} · CLIP on: {info.clip_backend}{down}"
         )
     return "\n".join(

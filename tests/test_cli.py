@@ -104,6 +104,8 @@ def test_doctor_reports_where_clip_ran() -> None:
     assert re.search(r"CLIP ran on\s+(CPU|CUDA\d+|\S+)", out)
     assert re.search(r"text model ran on\s+\S+", out)
     assert "warm-up question" in out and "tok/s" in out
+    # The built-in tiny LLaVA file has no template: "auto" chose one from its projector.
+    assert re.search(r"chat template\s+llava-1-5 \(no template in the model file; chosen from the projector \(mlp\)\)", out)
     if not llama_cpp.llama_supports_gpu_offload():
         assert "GPU offload in build   no" in out
         assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in out

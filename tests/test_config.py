@@ -31,7 +31,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_are_the_documented_contract() -> None:
     s = load_settings()
-    assert s.model.path is None and s.model.chat_format == "llava-1-5"
+    assert s.model.path is None and s.model.chat_format == "auto"
     assert (s.model.n_gpu_layers, s.model.n_ctx) == (-1, 4096)
     assert s.generation.max_tokens <= s.generation.max_tokens_limit
     assert s.queue.max_size >= 1 and s.queue.per_user >= 1

@@ -57,9 +57,25 @@ def test_builtin_model_is_the_default(caplog, monkeypatch, tmp_path) -> None:
     assert "built-in tiny random model" in caplog.text
 
 
-def test_max_side_follows_the_chat_format_unless_set() -> None:
+def test_max_side_follows_the_projector_unless_set() -> None:
+    from bot.engine.projector import Projector
     from bot.runtime import image_limits
 
-    assert image_limits(load_settings()).max_side == 672
-    assert image_limits(load_settings(overrides={"model": {"chat_format": "llava-1-6"}})).max_side == 1344
-    assert image_limits(load_settings(overrides={"images": {"max_side": 500}})).max_side == 500
+    llava15 = Projector("mlp", image_size=336)
+    assert image_limits(load_settings(), llava15).max_side == 672
+    assert image_limits(load_settings(), Projector("mlp", image_size=336, grid_pinpoints=True)).max_side == 1344
+    assert image_limits(load_settings(), Projector("gemma3", image_size=896)).max_side == 1344
+    qwen = Projector("qwen2.5vl_merger", patch_size=14)
+    assert image_limits(load_settings(), qwen).max_side == 896  # 1024 tokens of 28 px
+    assert image_limits(load_settings(overrides={"images": {"max_image_tokens": 256}}), qwen).max_side == 448
+    assert image_limits(load_settings()).max_side == 1344  # no local model: the server sizes images
+    assert image_limits(load_settings(overrides={"images": {"max_side": 500}}), llava15).max_side == 500
+
+
+def test_the_projector_is_read_from_the_mmproj_file() -> None:
+    from bot.engine.projector import read_projector
+    from bot.engine.tiny import BENCH, ensure_model_pair
+
+    projector = read_projector(ensure_model_pair(BENCH, load_settings().cache_dir)[1])
+    assert (projector.kind, projector.image_size, projector.patch_size) == ("mlp", 336, 14)
+    assert not projector.dynamic and not projector.tiles

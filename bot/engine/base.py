@@ -97,6 +97,8 @@ class EngineInfo:
     gpu_offload: bool = False
     #: where a remote engine lives, without any user:password@ ("" for a local one)
     url: str = ""
+    #: which chat template the engine uses and where it came from ("" when the server chooses)
+    template: str = ""
 
 
 class EngineError(Exception):

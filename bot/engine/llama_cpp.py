@@ -14,9 +14,12 @@ llama-cpp-python 0.3.36:
 * the CLIP context is ours, so we know and report where it runs (the
   ``CLIP using <backend> backend`` line) and can choose CPU or GPU for it.
 
-The prompt is still rendered with the chat handler class's own template
-(``CHAT_FORMAT``) and default system message, so every LLaVA-style format
-llama-cpp-python knows keeps its exact wording.  Generation uses
+The prompt is rendered by :mod:`bot.engine.templates`: the model file's own
+chat template by default, else a named format (llama-cpp-python's LLaVA
+handler templates keep their exact wording and default system message).
+Positions follow mtmd: an image takes ``n_pos`` positions (fewer than its
+tokens for M-RoPE models, Qwen2-VL and Qwen2.5-VL), and text after it
+continues from there.  Generation uses
 ``Llama.create_completion`` on the evaluated prompt (an exact KV-cache hit, so
 nothing is evaluated twice) with ``max_tokens`` always set.
 """
@@ -45,24 +48,12 @@ from bot.engine.base import (
     StageTimings,
     TextSink,
     VisionRequest,
-    chat_messages,
 )
+from bot.engine.projector import Projector, read_projector
+from bot.engine.templates import NAMED_FORMATS, ChatTemplate, Renderer, choose
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("llava_bot.llama_cpp")
-
-#: chat format -> llama-cpp-python handler class name (whose template we use)
-HANDLERS: dict[str, str] = {
-    "llava-1-5": "Llava15ChatHandler",
-    "llava-1-6": "Llava16ChatHandler",
-    "bakllava-1": "Llava15ChatHandler",
-    "obsidian": "ObsidianChatHandler",
-    "moondream2": "MoondreamChatHandler",
-    "nanollava": "NanoLlavaChatHandler",
-    "llama-3-vision-alpha": "Llama3VisionAlphaChatHandler",
-    "minicpm-v-2.6": "MiniCPMv26ChatHandler",
-}
-
 
 class _NativeLogs:
     """Routes llama.cpp, ggml and mtmd log output into Python logging.
@@ -176,7 +167,7 @@ class LlamaCppEngine:
         model_path: str | Path,
         mmproj_path: str | Path,
         *,
-        chat_format: str = "llava-1-5",
+        chat_format: str = "auto",
         n_gpu_layers: int = -1,
         n_ctx: int = 4096,
         n_threads: int | None = None,
@@ -184,10 +175,11 @@ class LlamaCppEngine:
         seed: int = 0,
         warmup: bool = True,
         prefix_cache: bool = True,
+        image_max_tokens: int | None = None,
         name: str = "local",
     ) -> None:
-        if chat_format not in HANDLERS:
-            raise ValueError(f"unknown chat format {chat_format!r}; known: {', '.join(HANDLERS)}")
+        if chat_format != "auto" and chat_format not in NAMED_FORMATS:
+            raise ValueError(f"unknown chat format {chat_format!r}; known: auto, {', '.join(NAMED_FORMATS)}")
         self.model_path = Path(model_path)
         self.mmproj_path = Path(mmproj_path)
         self.chat_format = chat_format
@@ -198,21 +190,25 @@ class LlamaCppEngine:
         self.seed = seed
         self.warmup_enabled = warmup
         self.prefix_cache = prefix_cache
+        self.image_max_tokens = image_max_tokens
         self._kv: list[_Span] = []
+        self._projector: Projector | None = None
         self.name = name
         self._llama: Any = None
         self._mtmd: Any = None
         self._mtmd_ctx: Any = None
-        self._template: Any = None
-        self._default_system: str | None = None
+        #: the chat template in use (chosen at load)
+        self.template: ChatTemplate | None = None
+        self._renderer: Renderer | None = None
         self._backends = _Backends()
         self._logs: _NativeLogs | None = None
         self.load_s = 0.0
         self.warmup_answer: Answer | None = None
 
     @classmethod
-    def from_settings(cls, model: Any, *, name: str = "local") -> LlamaCppEngine:
-        """Build from :class:`bot.config.ModelSettings` whose paths are resolved."""
+    def from_settings(cls, model: Any, *, image_max_tokens: int | None = None, name: str = "local") -> LlamaCppEngine:
+        """Build from :class:`bot.config.ModelSettings` whose paths are resolved
+        (``image_max_tokens``: ``images.max_image_tokens``)."""
         return cls(
             model.path,
             model.mmproj,
@@ -224,6 +220,7 @@ class LlamaCppEngine:
             seed=model.seed,
             warmup=model.warmup,
             prefix_cache=model.prefix_cache,
+            image_max_tokens=image_max_tokens,
             name=name,
         )
 
@@ -234,11 +231,30 @@ class LlamaCppEngine:
         return EngineInfo(
             name=self.name,
             model=self.model_path.name,
-            chat_format=self.chat_format,
+            chat_format=self.template.name if self.template else self.chat_format,
+            template=self.template.describe() if self.template else "",
             text_backend=self._backends.text,
             clip_backend=self._backends.clip,
             gpu_offload=self._backends.gpu_offload,
         )
+
+    @property
+    def projector(self) -> Projector:
+        """What the mmproj file says about the images it takes (read once, before loading)."""
+        if self._projector is None:
+            try:
+                self._projector = read_projector(self.mmproj_path)
+            except (OSError, ValueError) as exc:
+                raise EngineError(f"could not read the projector {self.mmproj_path}: {exc}") from exc
+        return self._projector
+
+    def image_token_budget(self) -> int | None:
+        """The cap on one image's tokens passed to mtmd (dynamic-resolution projectors only)."""
+        if not self.projector.dynamic:
+            return None
+        from bot.engine.projector import DEFAULT_IMAGE_TOKENS
+
+        return self.image_max_tokens or DEFAULT_IMAGE_TOKENS
 
     @property
     def loaded(self) -> bool:
@@ -248,22 +264,16 @@ class LlamaCppEngine:
         if self._llama is not None:
             return
         import llama_cpp
-        import llama_cpp.llama_chat_format as chat_formats
         import llama_cpp.mtmd_cpp as mtmd_cpp
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         started = time.perf_counter()
         self._logs = _NativeLogs.install()
         mark = self._logs.mark()
-        handler_cls = getattr(chat_formats, HANDLERS[self.chat_format])
-        self._template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
-            handler_cls.CHAT_FORMAT
-        )
-        self._default_system = handler_cls.DEFAULT_SYSTEM_MESSAGE
         for path in (self.model_path, self.mmproj_path):
             if not path.is_file():
                 raise EngineError(f"model file not found: {path}")
-        log.info("loading %s + %s (%s)", self.model_path.name, self.mmproj_path.name, self.chat_format)
+        projector = self.projector
+        log.info("loading %s + %s (%s projector)", self.model_path.name, self.mmproj_path.name, projector.kind)
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(self.model_path),
@@ -283,6 +293,9 @@ class LlamaCppEngine:
         # CLIP encoding is batch work: give it the batch thread count (all
         # cores by default) rather than the generation count (half of them).
         params.n_threads = self._llama.n_threads_batch
+        budget = self.image_token_budget()
+        if budget is not None:
+            params.image_max_tokens = budget
         ctx = mtmd_cpp.mtmd_init_from_file(str(self.mmproj_path).encode(), self._llama.model, params)
         if not ctx:
             self._llama.close()
@@ -292,9 +305,11 @@ class LlamaCppEngine:
         if not mtmd_cpp.mtmd_support_vision(ctx):
             self.close()
             raise EngineError(f"{self.mmproj_path} has no vision encoder")
-        if mtmd_cpp.mtmd_decode_use_mrope(ctx):
+        try:
+            self._use_template()
+        except EngineError:
             self.close()
-            raise EngineError("models with M-RoPE positions (Qwen-VL) are not supported by this engine yet")
+            raise
         self._backends = _read_backends(
             self._logs.since(mark),
             bool(llama_cpp.llama_supports_gpu_offload()),
@@ -302,10 +317,11 @@ class LlamaCppEngine:
         )
         self.load_s = time.perf_counter() - started
         log.info(
-            "model loaded in %.2f s: text on %s, CLIP on %s",
+            "model loaded in %.2f s: text on %s, CLIP on %s; chat template: %s",
             self.load_s,
             self._backends.text,
             self._backends.clip,
+            self.template.describe() if self.template else "?",
         )
         if self.warmup_enabled:
             self.warmup()
@@ -327,17 +343,49 @@ class LlamaCppEngine:
 
     # -- one answer ----------------------------------------------------------------
 
-    def _render(self, request: VisionRequest, marker: str) -> str:
-        system = request.system_prompt if request.system_prompt is not None else self._default_system
-        # The images become mtmd's marker in the text; the pictures go to mtmd_tokenize.
-        messages = chat_messages(request, [marker] * len(request.images), system)
-        llama = self._llama
-        return self._template.render(
-            messages=messages,
-            add_generation_prompt=True,
-            eos_token=llama.detokenize([llama.token_eos()]).decode("utf-8", "ignore"),
-            bos_token=llama.detokenize([llama.token_bos()]).decode("utf-8", "ignore"),
+    def _use_template(self) -> None:
+        """Choose the chat template (see :mod:`bot.engine.templates`) and check that it renders.
+
+        A model file's own template that cannot render a plain conversation is
+        logged and replaced by the one its projector implies.
+        """
+        from bot.engine.templates import inferred
+
+        template = choose(self.chat_format, self._llama.metadata.get("tokenizer.chat_template"), self.projector)
+        try:
+            self._renderer = self._checked_renderer(template)
+        except EngineError as exc:
+            if template.source != "model file":
+                raise
+            log.warning("the model file's chat template does not work here (%s); using the projector's", exc)
+            template = inferred(self.projector)
+            self._renderer = self._checked_renderer(template)
+        self.template = template
+
+    def _checked_renderer(self, template: ChatTemplate) -> Renderer:
+        renderer = Renderer(template, bos=self._token_text(self._llama.token_bos()), eos=self._token_text(self._llama.token_eos()))
+        probe = VisionRequest(
+            images=("x",), question="What is this?", max_tokens=1, history=(("Hi", "Hello."),), system_prompt="Be brief."
         )
+        renderer.render(probe, "<__media__>")
+        return renderer
+
+    def _token_text(self, token: int) -> str:
+        """A special token's text (``<bos>``, ``</s>``...); "" when the model has none."""
+        if token < 0:
+            return ""
+        return self._llama._model.token_get_text(token)
+
+    def _render(self, request: VisionRequest, marker: str) -> tuple[bytes, bool]:
+        """The prompt text (images as ``marker``) and whether the tokenizer must add BOS.
+
+        Templates that write ``bos_token`` themselves get no second one, as in llama-server.
+        """
+        assert self._renderer is not None
+        text = self._renderer.render(request, marker)
+        bos = self._renderer.bos
+        starts_with_bos = bool(bos) and text.startswith(bos)
+        return text.encode("utf-8"), not starts_with_bos
 
     def generate(
         self,
@@ -370,14 +418,14 @@ class LlamaCppEngine:
         """
         mtmd = self._mtmd
         marker = mtmd.mtmd_default_marker().decode("utf-8")
-        text = self._render(request, marker).encode("utf-8")
+        text, add_special = self._render(request, marker)
         bitmaps: list[Any] = []
         chunks = None
         try:
             for uri in request.images:
                 bitmaps.append(self._bitmap(uri))
             chunks = mtmd.mtmd_input_chunks_init()
-            self._tokenize(text, bitmaps, chunks)
+            self._tokenize(text, bitmaps, chunks, add_special)
             n_prompt = int(mtmd.mtmd_helper_get_n_tokens(chunks))
             max_tokens = self._check_room(n_prompt, request.max_tokens)
             self._eval_prompt(chunks, timings)
@@ -399,13 +447,13 @@ class LlamaCppEngine:
         mtmd.mtmd_bitmap_set_id(bitmap, hashlib.sha256(data).hexdigest()[:32].encode())
         return bitmap
 
-    def _tokenize(self, text: bytes, bitmaps: list[Any], chunks: Any) -> None:
+    def _tokenize(self, text: bytes, bitmaps: list[Any], chunks: Any, add_special: bool = True) -> None:
         """Fill ``chunks`` with the prompt's text and image chunks."""
         mtmd = self._mtmd
         input_text = mtmd.mtmd_input_text()
         input_text.text = text
         input_text.text_len = len(text)
-        input_text.add_special = True
+        input_text.add_special = add_special
         input_text.parse_special = True
         array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
         rc = mtmd.mtmd_tokenize(self._mtmd_ctx, chunks, ctypes.byref(input_text), array, len(bitmaps))
@@ -438,6 +486,7 @@ class LlamaCppEngine:
                 max_tokens=max_tokens,
                 temperature=request.temperature,
                 seed=self.seed,
+                stop=list(self.template.stops) if self.template else None,
                 stream=True,
                 stopping_criteria=llama_cpp.StoppingCriteriaList([stopper]),
             ):
@@ -497,9 +546,10 @@ class LlamaCppEngine:
                 pos += len(tokens)
             elif kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                 image_id = mtmd.mtmd_input_chunk_get_id(chunk) or b""
+                # Positions, not tokens: an M-RoPE image takes max(rows, columns) positions.
                 n_pos = int(mtmd.mtmd_input_chunk_get_n_pos(chunk))
                 if not diverged and i < len(cached) and cached[i].kind == "image" and cached[i].key == image_id:
-                    timings.cached_tokens += n_pos
+                    timings.cached_tokens += int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
                 else:
                     if not diverged:
                         self._truncate(pos)
