@@ -49,6 +49,7 @@ from bot.engine.base import (
     TextSink,
     VisionRequest,
 )
+from bot.engine.prefix_cache import TEXT, PrefixCache, cached_tokens, layout
 from bot.engine.projector import Projector, read_projector
 from bot.engine.templates import NAMED_FORMATS, ChatTemplate, Renderer, choose
 
@@ -191,7 +192,7 @@ class LlamaCppEngine:
         self.warmup_enabled = warmup
         self.prefix_cache = prefix_cache
         self.image_max_tokens = image_max_tokens
-        self._kv: list[_Span] = []
+        self._cache = PrefixCache()
         self._projector: Projector | None = None
         self.name = name
         self._llama: Any = None
@@ -495,10 +496,10 @@ class LlamaCppEngine:
                 sink(choice["text"])
                 finish = choice.get("finish_reason") or finish
         except ValueError as exc:
-            self._kv = []
+            self._cache.clear()
             raise EngineError(f"the model could not answer: {exc}") from exc
         except BaseException:
-            self._kv = []
+            self._cache.clear()
             raise
         self._remember_answer()
         # Every generated token but the last is evaluated into the context; the
@@ -507,70 +508,35 @@ class LlamaCppEngine:
         return {"choices": [{"text": "".join(pieces), "finish_reason": finish}], "usage": {"completion_tokens": generated}}
 
     def _eval_prompt(self, chunks: Any, timings: StageTimings) -> None:
-        """Evaluate text and image chunks, timing each stage.
+        """Evaluate the prompt's text and images into the KV cache, timing each stage.
 
-        With ``prefix_cache`` on, the leading chunks that the KV cache already
-        holds from the previous call (same system text, same image by content
-        hash, same tokens, including the previous answer) are kept and not
-        evaluated again: a follow-up about the same image skips CLIP and the
-        image's prompt evaluation entirely.
+        With ``prefix_cache`` on, the leading pieces the KV cache already holds
+        (see :mod:`bot.engine.prefix_cache`) are kept, not evaluated again.
         """
-        mtmd = self._mtmd
-        llama = self._llama
-        cached = self._kv if self.prefix_cache else []
-        self._kv = []  # until this evaluation has succeeded
-        new: list[_Span] = []
-        pos = 0
-        diverged = False
-        evaluated = False
-        for i in range(mtmd.mtmd_input_chunks_size(chunks)):
-            chunk = mtmd.mtmd_input_chunks_get(chunks, i)
-            kind = mtmd.mtmd_input_chunk_get_type(chunk)
-            if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
-                n = ctypes.c_size_t()
-                ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
-                tokens = tuple(ptr[j] for j in range(n.value))
-                keep = 0
-                if not diverged and i < len(cached) and cached[i].kind == "text":
-                    keep = _common_prefix(tokens, cached[i].key)
-                if keep < len(tokens):
-                    if not diverged:
-                        self._truncate(pos + keep)
-                        diverged = True
-                    t0 = time.perf_counter()
-                    llama.eval(list(tokens[keep:]))
-                    timings.prompt_eval_s += time.perf_counter() - t0
-                    evaluated = True
-                timings.cached_tokens += keep
-                new.append(_Span("text", tokens, pos, pos + len(tokens)))
-                pos += len(tokens)
-            elif kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                image_id = mtmd.mtmd_input_chunk_get_id(chunk) or b""
-                # Positions, not tokens: an M-RoPE image takes max(rows, columns) positions.
-                n_pos = int(mtmd.mtmd_input_chunk_get_n_pos(chunk))
-                if not diverged and i < len(cached) and cached[i].kind == "image" and cached[i].key == image_id:
-                    timings.cached_tokens += int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
-                else:
-                    if not diverged:
-                        self._truncate(pos)
-                        diverged = True
-                    self._eval_image(chunk, timings)
-                    evaluated = True
-                new.append(_Span("image", image_id, pos, pos + n_pos))
-                pos += n_pos
-            else:
-                raise EngineError("this engine handles images and text only")
-        if not evaluated:
-            # The whole prompt was cached: evaluate its last token again so
-            # the model has fresh logits to sample from.
-            last = new[-1]
-            if last.kind != "text":
+        pieces = layout(self._mtmd, chunks)
+        keep = self._cache.reusable(pieces) if self.prefix_cache else 0
+        self._cache.clear()  # until this evaluation has succeeded
+        end = pieces[-1].end
+        if keep >= end:
+            # The whole prompt is cached: evaluate its last token again so the
+            # model has fresh logits to sample from.
+            if pieces[-1].kind != TEXT:
                 raise EngineError("a prompt must end with text")
-            self._truncate(pos - 1)
-            llama.eval([last.key[-1]])
-            timings.cached_tokens -= 1
-        llama.n_tokens = pos
-        self._kv = new
+            keep = end - 1
+        self._truncate(keep)
+        timings.cached_tokens = cached_tokens(pieces, keep)
+        for piece in pieces:
+            if piece.end <= keep:
+                continue
+            if piece.kind == TEXT:
+                t0 = time.perf_counter()
+                self._llama.eval(list(piece.key[max(0, keep - piece.start) :]))
+                timings.prompt_eval_s += time.perf_counter() - t0
+            else:
+                self._eval_image(piece.chunk, timings)
+            if self._llama.n_tokens != piece.end:
+                raise EngineError(f"the prompt's positions went wrong ({self._llama.n_tokens} != {piece.end})")
+        self._cache.store(pieces)
 
     def _truncate(self, n_past: int) -> None:
         """Keep the first ``n_past`` positions of the KV cache, drop the rest."""
@@ -612,13 +578,11 @@ class LlamaCppEngine:
         timings.prompt_eval_s += time.perf_counter() - t1
 
     def _remember_answer(self) -> None:
-        """Extend the cached last text span with the answer now in the KV cache."""
-        if not self._kv or self._kv[-1].kind != "text":
-            return
-        llama = self._llama
-        last = self._kv[-1]
-        generated = tuple(int(t) for t in llama.input_ids[last.end : llama.n_tokens])
-        self._kv[-1] = _Span("text", last.key + generated, last.start, last.end + len(generated))
+        """The answer now in the KV cache extends the cached prompt (for a follow-up)."""
+        if self._cache.pieces:
+            llama = self._llama
+            start = self._cache.pieces[-1].end
+            self._cache.extend(tuple(int(t) for t in llama.input_ids[start : llama.n_tokens]))
 
 
 @dataclass(slots=True)
@@ -655,21 +619,3 @@ def _build_answer(result: dict[str, Any], n_prompt: int, timings: StageTimings, 
         completion_tokens=timings.completion_tokens,
         timings=timings,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _Span:
-    """One chunk of the prompt held in the KV cache: its tokens or image id, its positions."""
-
-    kind: str
-    key: Any
-    start: int
-    end: int
-
-
-def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
