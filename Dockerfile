@@ -2,10 +2,13 @@
 #
 #   docker build -t llava-bot --build-arg CUDA_ARCHITECTURES=89 .
 #   docker run --gpus all -e DISCORD_TOKEN -v "$PWD/models:/models:ro" -v llava-state:/state \
-#     -e LLAVA_BOT_MODEL__PATH=/models/llava-1.5-7b/ggml-model-q4_k.gguf \
-#     -e LLAVA_BOT_MODEL__MMPROJ=/models/llava-1.5-7b/mmproj-model-f16.gguf llava-bot
+#     --env-file docker/models/llava-1.5-7b.env llava-bot
 #
-# or `docker compose up -d` (docker-compose.yml). The Discord token comes from
+# docker/models/NAME.env holds the [model] settings of each model that
+# `llava-bot fetch-model NAME` downloads into ./models/NAME/ (NAME: see
+# `llava-bot fetch-model --list`); or set LLAVA_BOT_MODEL__PATH and
+# LLAVA_BOT_MODEL__MMPROJ yourself. Or `docker compose up -d`
+# (docker-compose.yml; MODEL=NAME chooses the model). The Discord token comes from
 # the environment at run time (DISCORD_TOKEN, or LLAVA_BOT_DISCORD__TOKEN): it
 # is never written into the image, and llava-bot refuses a token in a file.
 # Every setting can be given the same way (LLAVA_BOT_ prefix, "__" between

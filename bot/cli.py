@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bot import models
 
-    fetch = sub.add_parser("fetch-model", help="download a known LLaVA GGUF pair and write the settings to use it")
+    fetch = sub.add_parser("fetch-model", help="download a known vision model (GGUF pair) and write the settings to use it")
     models.add_arguments(fetch)
     fetch.add_argument("--config", metavar="FILE", help="settings file to write (default: config/bot.toml)")
     fetch.set_defaults(func=models.cmd_fetch_model)

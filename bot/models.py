@@ -1,16 +1,23 @@
-"""``llava-bot fetch-model``: download a known LLaVA GGUF pair and write its settings.
+"""``llava-bot fetch-model``: download a known vision model (GGUF pair) and write its settings.
 
-A LLaVA model is two files: the language model and the CLIP projector
-("mmproj") made for it.  :data:`KNOWN_MODELS` lists pairs known to work with
-llama-cpp-python's LLaVA chat handlers; :func:`plan` says where each file
-goes and which ``[model]`` settings use them, :func:`fetch` downloads them
-with ``huggingface_hub.hf_hub_download`` (its own progress bars, resumable:
-running the command again continues an interrupted download and skips
-finished files), and :func:`cmd_fetch_model` ties it together for the CLI.
+A vision model is two files: the language model and the image projector
+("mmproj") made for it.  :data:`KNOWN_MODELS` lists pairs known to work:
+the LLaVA pairs with llama-cpp-python's LLaVA chat handlers, and current
+models from ggml-org's (and OpenBMB's) GGUF repositories with
+``chat_format = "auto"`` (the template stored in the model file).
+:func:`plan` says where each file goes and which ``[model]`` settings use
+them, :func:`fetch` downloads them with ``huggingface_hub.hf_hub_download``
+(its own progress bars, resumable: running the command again continues an
+interrupted download and skips finished files), and :func:`cmd_fetch_model`
+ties it together for the CLI (``--list`` prints the table).
 
 Each model goes into its own folder under ``--dir`` (``models/<name>/``):
 several of these repositories use the same file names
 (``mmproj-model-f16.gguf``, ``ggml-model-q4_k.gguf``) for different files.
+
+:func:`docker_env` is a model's settings as environment variables, for
+docker-compose.yml and ``docker run --env-file`` (``docker/models/<name>.env``,
+written by :func:`write_docker_envs`).
 
 Every failure the user can fix (no network, offline mode, a gated or missing
 repository, a full disk, an unknown name) is a :class:`FetchError` whose
@@ -47,13 +54,33 @@ class KnownModel:
     repo_id: str
     text_file: str
     mmproj_file: str
+    #: "auto" (the chat template stored in the GGUF) or a named format for files without one
     chat_format: str
     n_ctx: int
     text_bytes: int  # approximate, as Hugging Face lists them (decimal units)
     mmproj_bytes: int
     description: str
+    #: what it answers well, for ``--list`` and the README's table
+    good_at: str = ""
+    #: answer speed on one GPU, relative: "fastest", "fast", "medium" or "slow"
+    speed: str = ""
+    #: GPU memory with every layer offloaded at ``n_ctx`` (weights, mmproj, KV
+    #: cache, buffers): an estimate from the file sizes and the architecture, not measured
+    gpu_gb: float = 0.0
+    #: llama-server's prompt format: None for the GGUF's own template (--jinja),
+    #: else one of llama.cpp's built-in template names (--chat-template NAME)
+    server_template: str | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        return self.text_bytes + self.mmproj_bytes
 
 
+# Sizes: decimal bytes as Hugging Face lists them.  The LLaVA pairs' are rounded.
+# The others are exact byte counts taken from public references that pin the
+# file with its sha256, each agreeing with at least one more reference (for
+# MiniCPM-V 2.6 the others give only "about 4.68 GB" and "about 1.04 GB").
+# Not read from Hugging Face itself: unreachable from where this was written.
 KNOWN_MODELS: dict[str, KnownModel] = {
     m.name: m
     for m in (
@@ -67,6 +94,10 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             text_bytes=4_080_000_000,
             mmproj_bytes=624_000_000,
             description="LLaVA-1.5 7B (Vicuna), Q4_K: the default; fits in 8 GB of GPU memory",
+            good_at="the original: short general descriptions; the weakest answers, misreads text",
+            speed="medium",
+            gpu_gb=7,
+            server_template="vicuna",
         ),
         KnownModel(
             name="llava-1.5-13b",
@@ -78,6 +109,10 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             text_bytes=7_870_000_000,
             mmproj_bytes=645_000_000,
             description="LLaVA-1.5 13B (Vicuna), Q4_K: better answers, needs about 12 GB of GPU memory",
+            good_at="somewhat better LLaVA-1.5 answers; still weak on text in images",
+            speed="slow",
+            gpu_gb=12,
+            server_template="vicuna",
         ),
         KnownModel(
             name="llava-1.6-mistral-7b",
@@ -92,6 +127,96 @@ KNOWN_MODELS: dict[str, KnownModel] = {
                 "LLaVA-1.6 7B (Mistral), Q4_K_M: sees more detail and text in images "
                 "(up to about 2880 tokens an image); fits in 8 GB of GPU memory"
             ),
+            good_at="more detail and some text than LLaVA-1.5; big images cost up to ~2,900 tokens",
+            speed="medium",
+            gpu_gb=7,
+            # LLaVA-1.6-Mistral's prompt is "[INST] ... [/INST]" (llama.cpp's "llama2");
+            # not tried against llama-server here.
+            server_template="llama2",
+        ),
+        KnownModel(
+            name="gemma-3-4b",
+            repo_id="ggml-org/gemma-3-4b-it-GGUF",
+            text_file="gemma-3-4b-it-Q4_K_M.gguf",
+            mmproj_file="mmproj-model-f16.gguf",
+            chat_format="auto",
+            n_ctx=8192,
+            text_bytes=2_489_757_856,
+            mmproj_bytes=851_251_104,
+            description=(
+                "Gemma 3 4B it (Google), Q4_K_M: good general answers, reads short text; "
+                "about 5 GB of GPU memory (256 tokens an image)"
+            ),
+            good_at="good general answers and descriptions, OCR-ish reading of short text, many languages",
+            speed="fast",
+            gpu_gb=5,
+        ),
+        KnownModel(
+            name="qwen2.5-vl-3b",
+            repo_id="ggml-org/Qwen2.5-VL-3B-Instruct-GGUF",
+            text_file="Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf",
+            mmproj_file="mmproj-Qwen2.5-VL-3B-Instruct-f16.gguf",
+            chat_format="auto",
+            n_ctx=8192,
+            text_bytes=1_929_901_056,
+            mmproj_bytes=1_338_428_128,
+            description=(
+                "Qwen2.5-VL 3B Instruct, Q4_K_M: documents and text in images at a small size; "
+                "about 5 GB of GPU memory (dynamic resolution: bigger images, more tokens)"
+            ),
+            good_at="documents, screenshots and text in images; dynamic resolution (big photos cost more tokens)",
+            speed="fast",
+            gpu_gb=5,
+        ),
+        KnownModel(
+            name="qwen2.5-vl-7b",
+            repo_id="ggml-org/Qwen2.5-VL-7B-Instruct-GGUF",
+            text_file="Qwen2.5-VL-7B-Instruct-Q4_K_M.gguf",
+            mmproj_file="mmproj-Qwen2.5-VL-7B-Instruct-f16.gguf",
+            chat_format="auto",
+            n_ctx=8192,
+            text_bytes=4_683_072_032,
+            mmproj_bytes=1_354_162_912,
+            description=(
+                "Qwen2.5-VL 7B Instruct, Q4_K_M: the strongest here on documents, text and detail; "
+                "about 8 GB of GPU memory (dynamic resolution: bigger images, more tokens)"
+            ),
+            good_at="the best here on documents, charts, text in images and fine detail; dynamic resolution",
+            speed="medium",
+            gpu_gb=8,
+        ),
+        KnownModel(
+            name="smolvlm2-2.2b",
+            repo_id="ggml-org/SmolVLM2-2.2B-Instruct-GGUF",
+            text_file="SmolVLM2-2.2B-Instruct-Q4_K_M.gguf",
+            mmproj_file="mmproj-SmolVLM2-2.2B-Instruct-f16.gguf",
+            chat_format="auto",
+            n_ctx=4096,
+            # One older reference lists 1_116_691_496 for the text file (an earlier upload?).
+            text_bytes=1_112_602_656,
+            mmproj_bytes=872_303_680,
+            description=("SmolVLM2 2.2B Instruct (Hugging Face), Q4_K_M: the smallest and fastest; about 3 GB of GPU memory"),
+            good_at="the smallest and fastest: simple descriptions and captions; less detail",
+            speed="fastest",
+            gpu_gb=3,
+        ),
+        KnownModel(
+            name="minicpm-v-2.6",
+            repo_id="openbmb/MiniCPM-V-2_6-gguf",
+            text_file="ggml-model-Q4_K_M.gguf",
+            mmproj_file="mmproj-model-f16.gguf",
+            # The GGUF carries its chat template (ChatML); "minicpm-v-2.6" names
+            # llama-cpp-python's handler for the same format.
+            chat_format="auto",
+            n_ctx=4096,
+            text_bytes=4_681_089_344,
+            mmproj_bytes=1_044_425_152,
+            description=(
+                "MiniCPM-V 2.6 (OpenBMB, 8B), Q4_K_M: strong OCR and detail from high-resolution slices; about 7 GB of GPU memory"
+            ),
+            good_at="text in images and detail (OCR), high-resolution images in slices of 64 tokens",
+            speed="medium",
+            gpu_gb=7,
         ),
     )
 }
@@ -135,14 +260,67 @@ def _toml_str(value: str) -> str:
 
 
 def settings_snippet(model: KnownModel, model_path: Path, mmproj_path: Path) -> str:
+    chat_format = f"chat_format = {_toml_str(model.chat_format)}"
+    if model.chat_format == "auto":
+        chat_format += "   # the chat template stored in the model file"
     return (
         "[model]\n"
         f"path = {_toml_str(str(model_path))}\n"
         f"mmproj = {_toml_str(str(mmproj_path))}\n"
-        f"chat_format = {_toml_str(model.chat_format)}\n"
+        f"{chat_format}\n"
         "n_gpu_layers = -1      # all layers on the GPU\n"
         f"n_ctx = {model.n_ctx}\n"
     )
+
+
+def docker_env(model: KnownModel, models_dir: str = "/models") -> str:
+    """``model``'s settings as environment variables (``docker/models/<name>.env``).
+
+    For docker-compose.yml (``MODEL=<name>``) and ``docker run --env-file``:
+    the bot's ``[model]`` table (``LLAVA_BOT_MODEL__*``) and the same model
+    for llama.cpp's llama-server (``LLAMA_ARG_*``, which it reads like its
+    options), with the files where ``fetch-model`` puts them and
+    ``models_dir`` the folder they are mounted at.
+    """
+    folder = f"{models_dir}/{model.name}"
+    text, mmproj = f"{folder}/{model.text_file}", f"{folder}/{model.mmproj_file}"
+    if model.server_template is None:
+        server = ["LLAMA_ARG_JINJA=1"]  # the template stored in the GGUF
+    else:
+        # A built-in template name: the server's own renderer applies it (Jinja off).
+        server = ["LLAMA_ARG_JINJA=0", f"LLAMA_ARG_CHAT_TEMPLATE={model.server_template}"]
+    lines = [
+        f"# {model.name}: {model.description}",
+        f"# Files: `llava-bot fetch-model {model.name}` (into ./models/{model.name}/, mounted at {models_dir}).",
+        "# Written from bot/models.py by write_docker_envs(); tests/test_docker_files.py checks it.",
+        "",
+        "# the bot's [model] settings",
+        f"LLAVA_BOT_MODEL__PATH={text}",
+        f"LLAVA_BOT_MODEL__MMPROJ={mmproj}",
+        f"LLAVA_BOT_MODEL__CHAT_FORMAT={model.chat_format}",
+        f"LLAVA_BOT_MODEL__N_CTX={model.n_ctx}",
+        "",
+        "# llama-server (docker compose --profile server)",
+        f"LLAMA_ARG_MODEL={text}",
+        f"LLAMA_ARG_MMPROJ={mmproj}",
+        f"LLAMA_ARG_CTX_SIZE={model.n_ctx}",
+        *server,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+DOCKER_ENV_DIR = Path(__file__).resolve().parents[1] / "docker" / "models"
+
+
+def write_docker_envs(folder: Path = DOCKER_ENV_DIR) -> list[Path]:
+    """Write ``docker/models/<name>.env`` for every known model (run after changing the table)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model in KNOWN_MODELS.values():
+        path = folder / f"{model.name}.env"
+        path.write_text(docker_env(model), encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def plan(name: str | None, dest_dir: str | Path | None = None) -> FetchPlan:
@@ -350,6 +528,29 @@ def write_settings(fetch_plan: FetchPlan, config: Path) -> bool:
 # -- command ----------------------------------------------------------------------
 
 
+def print_models() -> None:
+    """``fetch-model --list``: every known model with its download size and GPU memory."""
+    rows = [
+        (
+            f"{m.name}{' (default)' if m.name == DEFAULT_MODEL else ''}",
+            human_size(m.total_bytes),
+            f"~{m.gpu_gb:g} GB",
+            m.speed,
+            m.chat_format,
+            m.good_at,
+        )
+        for m in KNOWN_MODELS.values()
+    ]
+    head = ("name", "download", "GPU", "speed", "chat format", "good at")
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head) - 1)]
+    for row in (head, *rows):
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[-1])
+    print(
+        "GPU: an estimate with every layer on the GPU at the model's n_ctx. "
+        "`llava-bot fetch-model NAME --dry-run` shows the files and settings."
+    )
+
+
 def print_plan(fetch_plan: FetchPlan, config: Path) -> None:
     model = KNOWN_MODELS[fetch_plan.name]
     print(f"{fetch_plan.name}: {model.description}")
@@ -368,7 +569,10 @@ def print_plan(fetch_plan: FetchPlan, config: Path) -> None:
 
 
 def cmd_fetch_model(args: argparse.Namespace) -> int:
-    """``llava-bot fetch-model [NAME] [--dir DIR] [--dry-run]``: 0 done, 2 with one line on stderr."""
+    """``llava-bot fetch-model [NAME] [--dir DIR] [--dry-run] [--list]``: 0 done, 2 with one line on stderr."""
+    if getattr(args, "list", False):
+        print_models()
+        return EXIT_OK
     config = Path(getattr(args, "config", None) or DEFAULT_CONFIG)
     try:
         fetch_plan = plan(getattr(args, "name", None), getattr(args, "dir", None) or DEFAULT_DIR)
@@ -417,12 +621,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the files, sizes, target paths and settings; download and write nothing",
     )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the known models (download size, GPU memory, speed, what each is good at) and exit",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="llava-bot fetch-model",
-        description="Download a known LLaVA model (GGUF text model + mmproj) from Hugging Face and write its settings.",
+        description="Download a known vision model (GGUF text model + mmproj) from Hugging Face and write its settings.",
     )
     add_arguments(parser)
     parser.add_argument(

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.models import plan
+from bot.models import DEFAULT_MODEL, KNOWN_MODELS, docker_env, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
+MODEL_ENVS = ROOT / "docker" / "models"
 DOCKERFILE = ROOT / "Dockerfile"
 README = ROOT / "README.md"
 
@@ -87,6 +88,27 @@ def default_of(value: str) -> str:
     return m.group(1) if m else value
 
 
+def with_defaults(value: str) -> str:
+    """Every "${VAR:-default}" in ``value`` replaced by its default."""
+    return re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", value)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines (no quoting: what both `docker run --env-file` and Compose read the same way)."""
+    env = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep and key == key.strip() and " " not in value and '"' not in value, line
+            env[key] = value
+    return env
+
+
+def env_files_of(service: dict) -> list[str]:
+    files = service.get("env_file", [])
+    return [files] if isinstance(files, str) else [f if isinstance(f, str) else f["path"] for f in files]
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
@@ -131,22 +153,69 @@ def test_compose_gpu_reservations(compose: dict) -> None:
     assert "deploy" not in compose["services"]["bot-remote"]  # the model lives in llama-server
 
 
-def test_compose_model_paths_are_fetch_models_defaults(compose: dict) -> None:
-    fetched = plan(None, "/models")
-    env = env_of(compose["services"]["bot"])
-    assert default_of(env["LLAVA_BOT_MODEL__PATH"]) == str(fetched.model_path)
-    assert default_of(env["LLAVA_BOT_MODEL__MMPROJ"]) == str(fetched.mmproj_path)
-    assert default_of(env["LLAVA_BOT_MODEL__CHAT_FORMAT"]) == fetched.chat_format
+def test_compose_model_is_one_variable_naming_a_known_model(compose: dict) -> None:
+    """MODEL chooses docker/models/MODEL.env for "bot" and "llama-server"; its default is fetch-model's."""
+    for name in ("bot", "llama-server"):
+        service = compose["services"][name]
+        assert env_files_of(service) == ["docker/models/${MODEL:-llava-1.5-7b}.env"], name
+        assert not any(k.startswith(("LLAVA_BOT_MODEL__", "LLAMA_ARG_")) for k in env_of(service)), name
+    default = default_of(env_files_of(compose["services"]["bot"])[0].removeprefix("docker/models/").removesuffix(".env"))
+    assert default == DEFAULT_MODEL and default in KNOWN_MODELS
+    # bot-remote holds no model: llama-server has it.
+    assert "env_file" not in compose["services"]["bot-remote"]
 
+    # The model comes from the env file (LLAMA_ARG_*), not from the command line
+    # (which would win over it).
     command = [str(a) for a in compose["services"]["llama-server"]["command"]]
-    assert default_of(command[command.index("-m") + 1]) == str(fetched.model_path)
-    assert default_of(command[command.index("--mmproj") + 1]) == str(fetched.mmproj_path)
+    for option in ("-m", "--model", "--mmproj", "-c", "--ctx-size", "--chat-template", "--jinja"):
+        assert option not in command
     assert command[command.index("--host") + 1] == "0.0.0.0"
     assert command[command.index("-ngl") + 1] == "99"
-    assert int(default_of(command[command.index("-c") + 1])) == 4096
     port = command[command.index("--port") + 1]
     assert port == "8080"
     assert compose["services"]["llama-server"]["image"] == "ghcr.io/ggml-org/llama.cpp:server-cuda"
+
+
+def test_compose_header_lists_the_model_names() -> None:
+    header = COMPOSE.read_text(encoding="utf-8").split("\nx-bot:")[0]
+    comment = " ".join(line.lstrip("# ") for line in header.splitlines())
+    listed = re.search(r"MODEL \(default (\S+)\) is one of: ([^.]+(?:\.\d[^.]*)*)\. ", comment)
+    assert listed, "the header names MODEL's values"
+    assert listed.group(1) == DEFAULT_MODEL
+    assert [n.strip() for n in listed.group(2).split(",")] == list(KNOWN_MODELS)
+
+
+def test_model_env_files_match_the_known_models() -> None:
+    """docker/models/NAME.env for every known model, as bot/models.py writes it."""
+    files = {p.stem: p for p in MODEL_ENVS.glob("*.env")}
+    assert set(KNOWN_MODELS) <= set(files)
+    for name in set(files) - set(KNOWN_MODELS):  # a user's own file is fine, a left-over generated one is not
+        assert "write_docker_envs" not in files[name].read_text(encoding="utf-8"), f"{files[name]}: no such model"
+    for name, model in KNOWN_MODELS.items():
+        assert files[name].read_text(encoding="utf-8") == docker_env(model), (
+            f"{files[name]} is out of date: python -c 'from bot.models import write_docker_envs; write_docker_envs()'"
+        )
+
+
+@pytest.mark.parametrize("name", list(KNOWN_MODELS))
+def test_model_env_file_is_what_fetch_model_downloads(name: str) -> None:
+    env = read_env_file(MODEL_ENVS / f"{name}.env")
+    fetched = plan(name, "/models")  # ./models is mounted at /models
+    assert env["LLAVA_BOT_MODEL__PATH"] == env["LLAMA_ARG_MODEL"] == str(fetched.model_path)
+    assert env["LLAVA_BOT_MODEL__MMPROJ"] == env["LLAMA_ARG_MMPROJ"] == str(fetched.mmproj_path)
+    assert env["LLAVA_BOT_MODEL__CHAT_FORMAT"] == fetched.chat_format
+    assert env["LLAVA_BOT_MODEL__N_CTX"] == env["LLAMA_ARG_CTX_SIZE"] == str(KNOWN_MODELS[name].n_ctx)
+    assert set(env) <= {
+        "LLAVA_BOT_MODEL__PATH",
+        "LLAVA_BOT_MODEL__MMPROJ",
+        "LLAVA_BOT_MODEL__CHAT_FORMAT",
+        "LLAVA_BOT_MODEL__N_CTX",
+        "LLAMA_ARG_MODEL",
+        "LLAMA_ARG_MMPROJ",
+        "LLAMA_ARG_CTX_SIZE",
+        "LLAMA_ARG_JINJA",
+        "LLAMA_ARG_CHAT_TEMPLATE",
+    }
 
 
 def test_compose_volumes(compose: dict) -> None:
@@ -313,6 +382,8 @@ def test_image_and_compose_environment_are_valid_settings(
     for word, rest in stages(docker)[-1]:
         if word == "ENV":
             env.update(item.split("=", 1) for item in shlex.split(rest))
+    for env_file in env_files_of(compose["services"][service]):  # the default model's
+        env.update(read_env_file(ROOT / with_defaults(env_file)))
     env.update({k: default_of(v) for k, v in env_of(compose["services"][service]).items()})
     env["DISCORD_TOKEN"] = "not-a-real-token"
     for key in ("LLAVA_BOT_MODEL__PATH", "LLAVA_BOT_MODEL__MMPROJ"):  # the files, here instead of /models
@@ -332,3 +403,28 @@ def test_image_and_compose_environment_are_valid_settings(
     assert settings.metrics.port == 9100
     kinds = [e.kind for e in settings.engines]
     assert kinds == (["local"] if service == "bot" else ["openai"])
+    if service == "bot":
+        assert settings.model.path == tmp_path / Path(plan(None).model_path).name
+        assert settings.model.chat_format == KNOWN_MODELS[DEFAULT_MODEL].chat_format
+
+
+@pytest.mark.parametrize("name", list(KNOWN_MODELS))
+def test_every_model_env_file_is_valid_settings(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MODEL=NAME gives the bot valid settings (with the files where fetch-model puts them)."""
+    from bot.config import load_settings
+
+    for key in list(os.environ):
+        if key.startswith("LLAVA_BOT_"):
+            monkeypatch.delenv(key)
+    for key, value in read_env_file(MODEL_ENVS / f"{name}.env").items():
+        if key.startswith("LLAVA_BOT_"):
+            local = tmp_path / value.removeprefix("/") if value.startswith("/models/") else None
+            if local is not None:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(b"GGUF")
+            monkeypatch.setenv(key, str(local) if local is not None else value)
+    monkeypatch.chdir(tmp_path)
+    model = load_settings().model
+    assert model.chat_format == KNOWN_MODELS[name].chat_format
+    assert model.n_ctx == KNOWN_MODELS[name].n_ctx
+    assert model.path is not None and model.path.name == KNOWN_MODELS[name].text_file

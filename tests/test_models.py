@@ -25,6 +25,8 @@ from bot.models import (
     FetchError,
     add_arguments,
     cmd_fetch_model,
+    docker_env,
+    human_size,
     plan,
 )
 
@@ -41,11 +43,42 @@ EXPECTED = {
         "llava-1-6",
         8192,
     ),
+    "gemma-3-4b": (
+        "ggml-org/gemma-3-4b-it-GGUF",
+        "gemma-3-4b-it-Q4_K_M.gguf",
+        "mmproj-model-f16.gguf",
+        "auto",
+        8192,
+    ),
+    "qwen2.5-vl-3b": (
+        "ggml-org/Qwen2.5-VL-3B-Instruct-GGUF",
+        "Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf",
+        "mmproj-Qwen2.5-VL-3B-Instruct-f16.gguf",
+        "auto",
+        8192,
+    ),
+    "qwen2.5-vl-7b": (
+        "ggml-org/Qwen2.5-VL-7B-Instruct-GGUF",
+        "Qwen2.5-VL-7B-Instruct-Q4_K_M.gguf",
+        "mmproj-Qwen2.5-VL-7B-Instruct-f16.gguf",
+        "auto",
+        8192,
+    ),
+    "smolvlm2-2.2b": (
+        "ggml-org/SmolVLM2-2.2B-Instruct-GGUF",
+        "SmolVLM2-2.2B-Instruct-Q4_K_M.gguf",
+        "mmproj-SmolVLM2-2.2B-Instruct-f16.gguf",
+        "auto",
+        4096,
+    ),
+    "minicpm-v-2.6": ("openbmb/MiniCPM-V-2_6-gguf", "ggml-model-Q4_K_M.gguf", "mmproj-model-f16.gguf", "auto", 4096),
 }
+# The LLaVA pairs' files carry no chat template: they keep a named format.
+LLAVA = {"llava-1.5-7b", "llava-1.5-13b", "llava-1.6-mistral-7b"}
 
 
 def args(**kw: object) -> argparse.Namespace:
-    base = {"name": None, "dir": "models", "dry_run": False, "config": "config/bot.toml"}
+    base = {"name": None, "dir": "models", "dry_run": False, "list": False, "config": "config/bot.toml"}
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -86,6 +119,85 @@ def test_plan_for_each_known_model(name: str, tmp_path: Path) -> None:
             "n_ctx": n_ctx,
         }
     }
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_known_model_table_entry(name: str) -> None:
+    m = KNOWN_MODELS[name]
+    assert m.name == name
+    assert m.text_file.endswith(".gguf") and m.mmproj_file.endswith(".gguf")
+    assert m.text_file != m.mmproj_file and "mmproj" in m.mmproj_file and "mmproj" not in m.text_file
+    assert m.text_bytes > m.mmproj_bytes > 100_000_000 and m.total_bytes == m.text_bytes + m.mmproj_bytes
+    # Everything must fit on the GPU together: the estimate is above the download.
+    assert m.gpu_gb * 1e9 > m.total_bytes
+    assert m.speed in ("fastest", "fast", "medium", "slow")
+    assert m.good_at and m.description and "\n" not in m.good_at + m.description
+    assert m.n_ctx % 256 == 0 and m.n_ctx >= 4096
+    assert (m.chat_format == "auto") == (name not in LLAVA)
+    # llama-server: the GGUF's own template, or a built-in one where the file has none.
+    assert (m.server_template is None) == (m.chat_format == "auto")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_settings_snippet_loads_as_the_bots_settings(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The written [model] table is valid for the bot itself (chat_format "auto" included)."""
+    from bot.config import load_settings
+
+    for key in list(os.environ):
+        if key.startswith("LLAVA_BOT_"):
+            monkeypatch.delenv(key)
+    p = plan(name, tmp_path)
+    for _, local in p.files:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(b"GGUF")
+    config = tmp_path / "bot.toml"
+    config.write_text(p.settings_toml)
+    model = load_settings(config).model
+    *_, chat_format, n_ctx = EXPECTED[name]
+    assert (model.path, model.mmproj) == (p.model_path, p.mmproj_path)
+    assert (model.chat_format, model.n_ctx, model.n_gpu_layers) == (chat_format, n_ctx, -1)
+
+
+def test_list_shows_every_model_with_its_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_fetch_model(args(list=True)) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["name", "download", "GPU", "speed"]
+    for name, m in KNOWN_MODELS.items():
+        (row,) = [line for line in lines if line.split()[0] == name]
+        assert human_size(m.total_bytes) in row and f"~{m.gpu_gb:g} GB" in row and m.good_at in row
+    assert "llava-1.5-7b (default)" in out
+    assert "4.70 GB" in out and "3.34 GB" in out  # llava-1.5-7b, gemma-3-4b
+
+
+def test_list_through_the_cli(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "fetch-model", "--list"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert all(name in proc.stdout for name in EXPECTED)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "config").exists()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_docker_env_matches_the_plan(name: str) -> None:
+    m = KNOWN_MODELS[name]
+    env = dict(line.split("=", 1) for line in docker_env(m).splitlines() if line and not line.startswith("#"))
+    fetched = plan(name, "/models")
+    assert env["LLAVA_BOT_MODEL__PATH"] == env["LLAMA_ARG_MODEL"] == str(fetched.model_path)
+    assert env["LLAVA_BOT_MODEL__MMPROJ"] == env["LLAMA_ARG_MMPROJ"] == str(fetched.mmproj_path)
+    assert env["LLAVA_BOT_MODEL__CHAT_FORMAT"] == m.chat_format
+    assert env["LLAVA_BOT_MODEL__N_CTX"] == env["LLAMA_ARG_CTX_SIZE"] == str(m.n_ctx)
+    if m.server_template is None:
+        assert env["LLAMA_ARG_JINJA"] == "1" and "LLAMA_ARG_CHAT_TEMPLATE" not in env
+    else:
+        assert env["LLAMA_ARG_JINJA"] == "0" and env["LLAMA_ARG_CHAT_TEMPLATE"] == m.server_template
 
 
 def test_plan_default_name_and_folder() -> None:
@@ -165,9 +277,7 @@ def test_dry_run_prints_the_plan_and_downloads_nothing(
     assert "nothing downloaded" in out
 
 
-def test_no_network_is_one_line_and_exit_2(
-    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_no_network_is_one_line_and_exit_2(offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bot.toml"
     assert cmd_fetch_model(args(dir=str(tmp_path / "m"), config=str(config))) == 2
     out, err = capsys.readouterr()
@@ -195,9 +305,7 @@ def test_no_network_in_a_real_process(tmp_path: Path) -> None:
     )
     dest = tmp_path / "m"
     code = f"import sys; from bot.models import main; sys.exit(main(['--dir', {str(dest)!r}]))"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
         "llava-bot: cannot download mys/ggml_llava-v1.5-7b/ggml-model-q4_k.gguf: "
@@ -236,9 +344,7 @@ def test_config_written_when_absent(
     assert settings.model.chat_format == "llava-1-5" and settings.model.n_ctx == 4096
 
 
-def test_existing_config_is_left_alone(
-    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_existing_config_is_left_alone(offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "m" / "llava-1.6-mistral-7b"
     _present(folder, "llava-v1.6-mistral-7b.Q4_K_M.gguf", "mmproj-model-f16.gguf")
     config = tmp_path / "bot.toml"
@@ -260,6 +366,7 @@ def test_add_arguments_defaults_and_options() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     a = parser.parse_args([])
-    assert (a.name, a.dir, a.dry_run) == ("llava-1.5-7b", "models", False)
+    assert (a.name, a.dir, a.dry_run, a.list) == ("llava-1.5-7b", "models", False, False)
     a = parser.parse_args(["llava-1.6-mistral-7b", "--dir", "/srv/models", "--dry-run"])
     assert (a.name, a.dir, a.dry_run) == ("llava-1.6-mistral-7b", "/srv/models", True)
+    assert parser.parse_args(["--list"]).list is True
