@@ -1,5 +1,10 @@
 """Tiny, random, LLaVA-1.5-shaped GGUF model pairs for tests and benchmarks.
 
+(Gemma-3- and Qwen2.5-VL-shaped pairs too: a :class:`ModelShape` with
+``family="gemma3"`` or ``"qwen2.5vl"``, written by
+:mod:`bot.engine.tiny_families`, whose answers end on their own.  What
+follows is about the LLaVA pair.)
+
 A real LLaVA-1.5 pair is a ``llama`` text model plus a CLIP "mmproj" file,
 several gigabytes together.  This module writes a pair with the same
 *structure* but random weights and tiny widths, so the whole real stack
@@ -53,7 +58,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,6 +67,10 @@ import numpy as np
 
 __all__ = [
     "BENCH",
+    "FAMILIES",
+    "FAMILY_SHAPES",
+    "GEMMA3_TINY",
+    "QWEN25VL_TINY",
     "TINY",
     "ModelShape",
     "default_cache_dir",
@@ -73,6 +82,13 @@ log = logging.getLogger(__name__)
 
 # Bump when the writer changes in a way that changes the bytes written.
 _FORMAT_VERSION = 1
+# The same for the Gemma 3 and Qwen2.5-VL writers (bot.engine.tiny_families);
+# it is part of their digests only, so the LLaVA file names never move with it.
+_FAMILIES_FORMAT_VERSION = 1
+
+#: model families this module writes, and how their files and descriptions name them
+FAMILIES = ("llava", "gemma3", "qwen2.5vl")
+_FAMILY_TITLES = {"llava": "LLaVA-1.5", "gemma3": "Gemma 3", "qwen2.5vl": "Qwen2.5-VL"}
 
 # OpenAI CLIP normalisation, as in the real LLaVA-1.5 mmproj.
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -81,19 +97,37 @@ _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Matrices with at least this many elements are stored as F16.
 _F16_MIN_ELEMENTS = 1 << 16
 
+# Gemma 3's projector averages each 4×4 square of patches into one token;
+# Qwen2.5-VL's merger joins each 2×2 square (both libmtmd defaults).
+_GEMMA3_POOL = 4
+_QWEN_MERGE = 2
+
+# fmt: off
 _WORDS = (
     "the", "a", "an", "is", "of", "and", "in", "on", "with", "this", "that",
     "it", "there", "image", "picture", "photo", "shows", "cat", "dog", "man",
     "woman", "car", "tree", "sky", "red", "blue", "green", "white", "black",
     "small", "large", "sitting", "standing", "table",
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes of one tiny model pair.  ``name`` is used in file names."""
+    """The sizes of one tiny model pair.  ``name`` is used in file names.
+
+    ``family`` picks the architecture: ``"llava"`` (LLaVA-1.5: ``llama`` text
+    model, CLIP ``mlp`` projector), ``"gemma3"`` (``gemma3`` text model,
+    SigLIP ``gemma3`` projector) or ``"qwen2.5vl"`` (``qwen2vl`` text model
+    with M-RoPE, ``qwen2.5vl_merger`` projector); see
+    :mod:`bot.engine.tiny_families` for the last two.  ``image_size`` is the
+    encoder's fixed input side for LLaVA and Gemma 3, and only the nominal
+    side (``clip.vision.image_size``) for Qwen2.5-VL, whose encoder takes
+    pictures at their own resolution.
+    """
 
     name: str
+    family: str = "llava"
     vocab_extra_words: bool = True
     n_embd: int = 64  # text embedding_length (= projector output width)
     n_layer: int = 2
@@ -111,6 +145,8 @@ class ModelShape:
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
             raise ValueError(f"shape name must be [A-Za-z0-9_-]+, got {self.name!r}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError("n_embd must be a multiple of n_head with an even head size")
         if self.v_embd % self.v_head:
@@ -121,20 +157,47 @@ class ModelShape:
             raise ValueError("v_ff must differ from v_embd (libmtmd would swap ffn_up/ffn_down)")
         if min(self.n_layer, self.v_layer, self.n_ff, self.n_ctx_train) < 1:
             raise ValueError("layer counts, n_ff and n_ctx_train must be positive")
+        if self.family == "gemma3" and (self.image_size // self.patch_size) % _GEMMA3_POOL:
+            raise ValueError(f"gemma3: the patch grid (image_size / patch_size) must be a multiple of {_GEMMA3_POOL}")
+        if self.family == "qwen2.5vl":
+            if self.image_size % (_QWEN_MERGE * self.patch_size):
+                raise ValueError(f"qwen2.5vl: image_size must be a multiple of {_QWEN_MERGE} * patch_size")
+            if (self.v_embd // self.v_head) % 4:
+                raise ValueError("qwen2.5vl: the vision head size must be a multiple of 4 (M-RoPE sections)")
+            if (self.n_embd // self.n_head) % 4:
+                raise ValueError("qwen2.5vl: the text head size must be a multiple of 4 (M-RoPE sections)")
+            if self.v_layer < 2:
+                raise ValueError("qwen2.5vl: v_layer must be at least 2 (windowed and full attention)")
+        if self.family != "llava" and not self.vocab_extra_words:
+            raise ValueError(f"{self.family}: needs vocab_extra_words (its answers walk over the word pieces)")
 
     @property
     def n_image_tokens(self) -> int:
-        """Embeddings (and so text-model positions) one image takes."""
-        return (self.image_size // self.patch_size) ** 2
+        """Embeddings (and so text-model positions) one image takes.
+
+        For Qwen2.5-VL, whose count depends on the picture, the count for an
+        ``image_size`` square one.
+        """
+        grid = self.image_size // self.patch_size
+        if self.family == "gemma3":
+            return (grid // _GEMMA3_POOL) ** 2
+        if self.family == "qwen2.5vl":
+            return (grid // _QWEN_MERGE) ** 2
+        return grid**2
 
     @property
     def digest(self) -> str:
         """A short hash of the shape and writer version, used in file names."""
-        payload = json.dumps({"v": _FORMAT_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+        fields = asdict(self)
+        if self.family == "llava":
+            del fields["family"]  # the LLaVA digests predate the field: keep them
+            payload = {"v": _FORMAT_VERSION, **fields}
+        else:
+            payload = {"v": _FORMAT_VERSION, "fv": _FAMILIES_FORMAT_VERSION, **fields}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
     def file_names(self) -> tuple[str, str]:
-        stem = f"llava-{self.name}-{self.digest}"
+        stem = f"{self.family}-{self.name}-{self.digest}"
         return f"{stem}.gguf", f"{stem}-mmproj.gguf"
 
 
@@ -156,6 +219,43 @@ BENCH = ModelShape(
     v_layer=6,
     v_head=4,
 )
+
+# Gemma 3 and Qwen2.5-VL at the same small widths (a 128-wide, 2-layer text
+# model; a 2-layer, 32-wide vision tower).  Gemma 3 takes 112 px pictures in
+# 14 px patches, an 8×8 grid pooled 4×4 into 4 image tokens; Qwen2.5-VL takes
+# pictures at their own size, one token per 28×28 square.  Their answers stop
+# on their own (see bot.engine.tiny_families).
+GEMMA3_TINY = ModelShape(
+    name="tiny",
+    family="gemma3",
+    n_embd=128,
+    n_layer=2,
+    n_head=4,
+    n_ff=256,
+    image_size=112,
+    patch_size=14,
+    v_embd=32,
+    v_ff=48,
+    v_layer=2,
+    v_head=2,
+)
+QWEN25VL_TINY = ModelShape(
+    name="tiny",
+    family="qwen2.5vl",
+    n_embd=128,
+    n_layer=2,
+    n_head=4,
+    n_ff=256,
+    image_size=112,
+    patch_size=14,
+    v_embd=32,
+    v_ff=48,
+    v_layer=2,
+    v_head=2,
+)
+
+#: the small shape of each family
+FAMILY_SHAPES = {"llava": TINY, "gemma3": GEMMA3_TINY, "qwen2.5vl": QWEN25VL_TINY}
 
 
 def default_cache_dir() -> Path:
@@ -179,10 +279,11 @@ def ensure_model_pair(shape: ModelShape = TINY, cache_dir: Path | None = None) -
     """
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     text_path, mmproj_path = (directory / n for n in shape.file_names())
+    write_text, write_mmproj = _writers(shape)
     if not text_path.is_file():
-        _write_atomically(text_path, lambda p: _write_text_model(shape, p))
+        _write_atomically(text_path, lambda p: write_text(shape, p))
     if not mmproj_path.is_file():
-        _write_atomically(mmproj_path, lambda p: _write_mmproj(shape, p))
+        _write_atomically(mmproj_path, lambda p: write_mmproj(shape, p))
     return text_path, mmproj_path
 
 
@@ -190,9 +291,23 @@ def write_model_pair(shape: ModelShape, directory: Path) -> tuple[Path, Path]:
     """Write (or overwrite) the pair for ``shape`` into ``directory``."""
     directory = Path(directory)
     text_path, mmproj_path = (directory / n for n in shape.file_names())
-    _write_atomically(text_path, lambda p: _write_text_model(shape, p))
-    _write_atomically(mmproj_path, lambda p: _write_mmproj(shape, p))
+    write_text, write_mmproj = _writers(shape)
+    _write_atomically(text_path, lambda p: write_text(shape, p))
+    _write_atomically(mmproj_path, lambda p: write_mmproj(shape, p))
     return text_path, mmproj_path
+
+
+_Writer = Callable[[ModelShape, Path], None]
+
+
+def _writers(shape: ModelShape) -> tuple[_Writer, _Writer]:
+    """The (text model, mmproj) writers of the shape's family."""
+    if shape.family == "llava":
+        return _write_text_model, _write_mmproj
+    # Imported here: tiny_families imports its helpers from this module.
+    from bot.engine import tiny_families
+
+    return tiny_families.WRITERS[shape.family]
 
 
 # --------------------------------------------------------------------------
@@ -241,6 +356,10 @@ class _Weights:
     def bias(self, name: str, width: int) -> np.ndarray:
         return (0.02 * self._rng(name).standard_normal(width)).astype(np.float32)
 
+    def permutation(self, name: str, n: int) -> np.ndarray:
+        """A random order of ``range(n)``."""
+        return self._rng(name).permutation(n)
+
 
 def _store(array: np.ndarray) -> np.ndarray:
     """Large matrices as F16, everything else (vectors, norms) as F32."""
@@ -253,7 +372,7 @@ def _new_writer(path: Path, arch: str, shape: ModelShape, what: str) -> gguf.GGU
     writer = gguf.GGUFWriter(path, arch)
     writer.add_name(f"llava-bot {shape.name} {what} (random weights)")
     writer.add_description(
-        "Random tiny LLaVA-1.5-shaped test model written by bot.engine.tiny; "
+        f"Random tiny {_FAMILY_TITLES[shape.family]}-shaped test model written by bot.engine.tiny; "
         f"shape {shape.name} {shape.digest}"
     )
     return writer
@@ -293,11 +412,20 @@ def _word_pieces() -> Iterator[str]:
             yield piece[:end]
 
 
-def _build_vocab(with_words: bool) -> _Vocab:
+_LLAMA_HEAD = (("<unk>", gguf.TokenType.UNKNOWN), ("<s>", gguf.TokenType.CONTROL), ("</s>", gguf.TokenType.CONTROL))
+
+
+def _build_vocab(
+    with_words: bool,
+    head: Sequence[tuple[str, gguf.TokenType]] = _LLAMA_HEAD,
+    controls: Sequence[str] = (),
+) -> _Vocab:
+    """``head`` (the special tokens before the bytes), the 256 byte tokens,
+    the word pieces if ``with_words``, then ``controls`` as CONTROL tokens."""
     token_type = gguf.TokenType
-    tokens = ["<unk>", "<s>", "</s>"]
-    types = [token_type.UNKNOWN, token_type.CONTROL, token_type.CONTROL]
-    scores = [0.0, 0.0, 0.0]
+    tokens = [text for text, _ in head]
+    types = [typ for _, typ in head]
+    scores = [0.0] * len(tokens)
     for byte in range(256):
         tokens.append(f"<0x{byte:02X}>")
         types.append(token_type.BYTE)
@@ -312,6 +440,10 @@ def _build_vocab(with_words: bool) -> _Vocab:
             types.append(token_type.NORMAL)
             # Longer pieces score higher, so SPM merges prefer them.
             scores.append(-100.0 + len(piece))
+    for text in controls:
+        tokens.append(text)
+        types.append(token_type.CONTROL)
+        scores.append(0.0)
     return _Vocab(tokens, scores, [int(t) for t in types])
 
 
@@ -404,12 +536,16 @@ def _write_mmproj(shape: ModelShape, path: Path) -> None:
     writer.add_uint32("clip.vision.attention.head_count", shape.v_head)
     writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
     writer.add_key_value(
-        "clip.vision.image_mean", [float(x) for x in _CLIP_MEAN],
-        gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT32,
+        "clip.vision.image_mean",
+        [float(x) for x in _CLIP_MEAN],
+        gguf.GGUFValueType.ARRAY,
+        sub_type=gguf.GGUFValueType.FLOAT32,
     )
     writer.add_key_value(
-        "clip.vision.image_std", [float(x) for x in _CLIP_STD],
-        gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT32,
+        "clip.vision.image_std",
+        [float(x) for x in _CLIP_STD],
+        gguf.GGUFValueType.ARRAY,
+        sub_type=gguf.GGUFValueType.FLOAT32,
     )
     writer.add_bool("clip.use_gelu", False)  # LLaVA-1.5's CLIP uses quick GELU
 
@@ -423,8 +559,12 @@ def _write_mmproj(shape: ModelShape, path: Path) -> None:
     for i in range(shape.v_layer):
         blk = f"v.blk.{i}"
         for part, out_w, in_w in (
-            ("attn_q", h, h), ("attn_k", h, h), ("attn_v", h, h), ("attn_out", h, h),
-            ("ffn_up", ff, h), ("ffn_down", h, ff),
+            ("attn_q", h, h),
+            ("attn_k", h, h),
+            ("attn_v", h, h),
+            ("attn_out", h, h),
+            ("ffn_up", ff, h),
+            ("ffn_down", h, ff),
         ):
             writer.add_tensor(f"{blk}.{part}.weight", _store(w.normal(f"{blk}.{part}", (out_w, in_w))))
             writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", out_w))
@@ -442,13 +582,14 @@ def _write_mmproj(shape: ModelShape, path: Path) -> None:
 
 # --------------------------------------------------------------------------
 
-_SHAPES = {s.name: s for s in (TINY, BENCH)}
+# "tiny" and "bench" (LLaVA), "gemma3-tiny", "qwen2.5vl-tiny"
+_SHAPES = {(s.name if s.family == "llava" else f"{s.family}-{s.name}"): s for s in (TINY, BENCH, GEMMA3_TINY, QWEN25VL_TINY)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bot.engine.tiny",
-        description="Write (if missing) a tiny random LLaVA-1.5-shaped model pair and print its paths.",
+        description="Write (if missing) a tiny random LLaVA-1.5-, Gemma-3- or Qwen2.5-VL-shaped model pair and print its paths.",
     )
     parser.add_argument("--shape", choices=sorted(_SHAPES), default=TINY.name)
     parser.add_argument("--dir", type=Path, default=None, help=f"cache folder (default {default_cache_dir()})")
