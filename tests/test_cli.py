@@ -94,6 +94,25 @@ def test_ask_with_explicit_model_files_quantized_by_llama_cpp(tmp_path: Path, ti
     assert "built-in tiny random model" not in done.stderr
 
 
+@pytest.mark.parametrize("family", ["gemma3", "qwen2.5vl"])
+def test_ask_and_doctor_on_the_other_families(family: str, private_cache: Path) -> None:
+    """Gemma 3 and Qwen2.5-VL shaped pairs: "auto" renders the template in the file and
+    the answer ends at the model's end-of-turn token, which never shows."""
+    from bot.engine.tiny import FAMILY_SHAPES, ensure_model_pair
+
+    model, mmproj = (str(p) for p in ensure_model_pair(FAMILY_SHAPES[family], private_cache))
+    done = run("ask", str(EXAMPLE), "What is in the picture?", "--model", model, "--mmproj", mmproj, "--max-tokens", "64")
+    assert done.returncode == 0, done.stderr
+    answer, footer = done.stdout.rstrip("\n").split("\n")
+    assert answer.strip() and FOOTER.match(footer)
+    assert "<end_of_turn>" not in answer and "<|im_end|>" not in answer
+    assert int(re.search(r"(\d+) tok @", footer).group(1)) < 64  # stopped by the end-of-turn token
+    done = run("doctor", env={"LLAVA_BOT_MODEL__PATH": model, "LLAVA_BOT_MODEL__MMPROJ": mmproj})
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"chat template\s+the model file's own template \(tokenizer.chat_template\)", done.stdout)
+    assert ("image budget" in done.stdout) == (family == "qwen2.5vl")
+
+
 def test_doctor_reports_where_clip_ran() -> None:
     import llama_cpp
 
