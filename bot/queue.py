@@ -14,9 +14,12 @@ Two lanes: ``question`` (people asking) and ``caption`` (automatic captions),
 each with its own size cap.  A free engine always takes a waiting question
 before a caption, so captions cannot starve questions.
 
-Each engine gets exactly one consumer task and one dedicated worker thread, so
-an engine is never called twice at once and the event loop never blocks on
-the model.  An exception in one job goes to that job's caller only; a
+Each engine gets one consumer task and one dedicated worker thread, so an
+engine is never called twice at once and the event loop never blocks on the
+model.  An engine with ``slots`` > 1 (the local engine with
+``model.parallel``) gets that many consumers: it decodes their answers
+together in its own single thread, and a job waits in line until a slot is
+free.  An exception in one job goes to that job's caller only; a
 consumer that dies anyway is logged and restarted (its job goes back to the
 front of the line).  A probe that raises counts as "still down".
 """
@@ -152,7 +155,7 @@ class JobHandle:
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     depth: int  # waiting, not yet started (both lanes)
-    busy: int  # engines working right now
+    busy: int  # jobs being answered right now (one per engine, or per slot with model.parallel)
     engines: int
     served: int
     failed: int
@@ -169,6 +172,12 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+def _slots(engine: Engine) -> int:
+    """Answers an engine decodes at once (``slots``, from ``model.parallel``); 1 for most."""
+    slots = getattr(engine, "slots", 1)
+    return slots if isinstance(slots, int) and slots > 1 else 1
 
 
 def _takes(engine: Engine, keyword: str) -> bool:
@@ -241,10 +250,14 @@ class InferenceQueue:
         self._wakeup = asyncio.Event()
         self._closing = asyncio.Event()
         for index, engine in enumerate(self._engines):
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{index}")
+            # An engine with N slots (model.parallel) decodes N answers together in its
+            # own thread: N consumers hand it jobs, each waiting for its answer in a thread.
+            slots = _slots(engine)
+            executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"engine-{index}")
             self._executors.append(executor)
-            task = asyncio.create_task(self._supervise(engine, executor), name=f"llava-consumer-{index}")
-            self._consumers.append(task)
+            for slot in range(slots):
+                name = f"llava-consumer-{index}" + (f"-{slot}" if slots > 1 else "")
+                self._consumers.append(asyncio.create_task(self._supervise(engine, executor), name=name))
 
     async def close(self, reason: str = RESTARTING, *, park: bool = False) -> None:
         """Refuse new jobs, end waiting ones with ``QueueClosed(reason, parked=park)``,
@@ -350,8 +363,9 @@ class InferenceQueue:
         return waiting + len(self._running)
 
     def _must_wait(self, ahead: int) -> bool:
-        up = sum(1 for e in self._engines if e.info.name not in self.down) or len(self._engines)
-        return ahead >= up
+        """Whether a job with ``ahead`` jobs before it waits: every slot of every engine that is up is taken."""
+        up = [e for e in self._engines if e.info.name not in self.down] or self._engines
+        return ahead >= sum(_slots(e) for e in up)
 
     def _check_rate(self, user_id: int | str) -> None:
         now = self._clock()

@@ -216,6 +216,26 @@ async def test_two_engines_each_get_one_consumer():
     assert sorted(engines[0].calls + engines[1].calls) == sorted(f"q{i}" for i in range(8))
 
 
+async def test_an_engine_with_slots_gets_that_many_jobs_at_once_and_no_more():
+    engine = FakeEngine()
+    engine.slots = 3  # model.parallel = 3
+    queue = InferenceQueue(engine, max_size=20, per_user=20)
+    await queue.start()
+    engine.gate.clear()
+    handles = [queue.submit(req(f"q{i}"), user_id=i) for i in range(5)]
+    await started(engine, 3)
+    await asyncio.sleep(0.05)
+    assert engine.active == 3  # three slots busy, the rest wait in line
+    assert [h.position for h in handles] == [0, 0, 0, 3, 4]  # jobs ahead, running ones included
+    assert [h.current_position() for h in handles[3:]] == [3, 4]
+    assert queue.stats().busy == 3 and queue.stats().depth == 2
+    engine.gate.set()
+    answers = [await h.result() for h in handles]
+    assert [a.text for a in answers] == [f"Q{i}" for i in range(5)]
+    assert engine.max_active == 3
+    await queue.close()
+
+
 async def test_latency_percentiles():
     engine = FakeEngine()
     queue = InferenceQueue(engine, max_size=20, per_user=20)
