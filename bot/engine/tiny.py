@@ -517,15 +517,28 @@ def _write_text_model(shape: ModelShape, path: Path) -> None:
 # ---- CLIP mmproj --------------------------------------------------------
 
 
-def _write_mmproj(shape: ModelShape, path: Path) -> None:
-    w = _Weights(shape.seed, "clip")
-    writer = _new_writer(path, "clip", shape, "mmproj")
+def _vit_parts(h: int, ff: int) -> tuple[tuple[str, int, int], ...]:
+    """(name, out width, in width) of a ViT block's matrices."""
+    return (
+        ("attn_q", h, h),
+        ("attn_k", h, h),
+        ("attn_v", h, h),
+        ("attn_out", h, h),
+        ("ffn_up", ff, h),
+        ("ffn_down", h, ff),
+    )
 
-    # Typed explicitly: libmtmd aborts the process on a type mismatch.
-    writer.add_string("clip.projector_type", "mlp")
+
+def _add_clip_header(writer: gguf.GGUFWriter, shape: ModelShape, projector: str, eps: float, *, llava: bool = False) -> None:
+    """The projector type and the vision encoder's sizes, in the order every mmproj writer uses.
+
+    Typed explicitly: libmtmd aborts the process on a type mismatch.
+    """
+    writer.add_string("clip.projector_type", projector)
     writer.add_bool("clip.has_vision_encoder", True)
     writer.add_bool("clip.has_text_encoder", False)
-    writer.add_bool("clip.has_llava_projector", True)
+    if llava:
+        writer.add_bool("clip.has_llava_projector", True)
     writer.add_uint32(gguf.Keys.General.FILE_TYPE, int(gguf.LlamaFileType.MOSTLY_F16))
     writer.add_uint32("clip.vision.image_size", shape.image_size)
     writer.add_uint32("clip.vision.patch_size", shape.patch_size)
@@ -534,7 +547,14 @@ def _write_mmproj(shape: ModelShape, path: Path) -> None:
     writer.add_uint32("clip.vision.block_count", shape.v_layer)
     writer.add_uint32("clip.vision.projection_dim", shape.n_embd)
     writer.add_uint32("clip.vision.attention.head_count", shape.v_head)
-    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", eps)
+
+
+def _write_mmproj(shape: ModelShape, path: Path) -> None:
+    w = _Weights(shape.seed, "clip")
+    writer = _new_writer(path, "clip", shape, "mmproj")
+
+    _add_clip_header(writer, shape, "mlp", 1e-5, llava=True)
     writer.add_key_value(
         "clip.vision.image_mean",
         [float(x) for x in _CLIP_MEAN],
@@ -558,14 +578,7 @@ def _write_mmproj(shape: ModelShape, path: Path) -> None:
     writer.add_tensor("v.pre_ln.bias", w.bias("pre_ln.bias", h))
     for i in range(shape.v_layer):
         blk = f"v.blk.{i}"
-        for part, out_w, in_w in (
-            ("attn_q", h, h),
-            ("attn_k", h, h),
-            ("attn_v", h, h),
-            ("attn_out", h, h),
-            ("ffn_up", ff, h),
-            ("ffn_down", h, ff),
-        ):
+        for part, out_w, in_w in _vit_parts(h, ff):
             writer.add_tensor(f"{blk}.{part}.weight", _store(w.normal(f"{blk}.{part}", (out_w, in_w))))
             writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", out_w))
         for part in ("ln1", "ln2"):

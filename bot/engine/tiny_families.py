@@ -115,11 +115,13 @@ from bot.engine.tiny import (
     _GEMMA3_POOL,
     _QWEN_MERGE,
     ModelShape,
+    _add_clip_header,
     _build_vocab,
     _finish,
     _new_writer,
     _output_row_gains,
     _store,
+    _vit_parts,
     _Vocab,
     _Weights,
 )
@@ -335,19 +337,7 @@ def write_gemma3_mmproj(shape: ModelShape, path: Path) -> None:
     w = _Weights(shape.seed, "gemma3-siglip")
     writer = _new_writer(path, "clip", shape, "mmproj")
 
-    # Typed explicitly: libmtmd aborts the process on a type mismatch.
-    writer.add_string("clip.projector_type", "gemma3")
-    writer.add_bool("clip.has_vision_encoder", True)
-    writer.add_bool("clip.has_text_encoder", False)
-    writer.add_uint32(gguf.Keys.General.FILE_TYPE, int(gguf.LlamaFileType.MOSTLY_F16))
-    writer.add_uint32("clip.vision.image_size", shape.image_size)
-    writer.add_uint32("clip.vision.patch_size", shape.patch_size)
-    writer.add_uint32("clip.vision.embedding_length", shape.v_embd)
-    writer.add_uint32("clip.vision.feed_forward_length", shape.v_ff)
-    writer.add_uint32("clip.vision.block_count", shape.v_layer)
-    writer.add_uint32("clip.vision.projection_dim", shape.n_embd)
-    writer.add_uint32("clip.vision.attention.head_count", shape.v_head)
-    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    _add_clip_header(writer, shape, "gemma3", 1e-6)
     _add_mean_std(writer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     writer.add_bool("clip.use_gelu", True)
     # 4 is libmtmd's default pooling for gemma3; written anyway, explicitly.
@@ -429,19 +419,7 @@ def write_qwen25vl_mmproj(shape: ModelShape, path: Path) -> None:
     w = _Weights(shape.seed, "qwen2.5vl-vit")
     writer = _new_writer(path, "clip", shape, "mmproj")
 
-    # Typed explicitly: libmtmd aborts the process on a type mismatch.
-    writer.add_string("clip.projector_type", "qwen2.5vl_merger")
-    writer.add_bool("clip.has_vision_encoder", True)
-    writer.add_bool("clip.has_text_encoder", False)
-    writer.add_uint32(gguf.Keys.General.FILE_TYPE, int(gguf.LlamaFileType.MOSTLY_F16))
-    writer.add_uint32("clip.vision.image_size", shape.image_size)
-    writer.add_uint32("clip.vision.patch_size", shape.patch_size)
-    writer.add_uint32("clip.vision.embedding_length", shape.v_embd)
-    writer.add_uint32("clip.vision.feed_forward_length", shape.v_ff)
-    writer.add_uint32("clip.vision.block_count", shape.v_layer)
-    writer.add_uint32("clip.vision.projection_dim", shape.n_embd)
-    writer.add_uint32("clip.vision.attention.head_count", shape.v_head)
-    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    _add_clip_header(writer, shape, "qwen2.5vl_merger", 1e-6)
     _add_mean_std(writer, _CLIP_MEAN, _CLIP_STD)
     writer.add_bool("clip.use_silu", True)
     # Full attention every n_wa_pattern-th block, windows (112 px) in the others.
@@ -469,18 +447,6 @@ def write_qwen25vl_mmproj(shape: ModelShape, path: Path) -> None:
 
 
 # ---- shared -------------------------------------------------------------
-
-
-def _vit_parts(h: int, ff: int) -> tuple[tuple[str, int, int], ...]:
-    """(name, out width, in width) of a ViT block's matrices."""
-    return (
-        ("attn_q", h, h),
-        ("attn_k", h, h),
-        ("attn_v", h, h),
-        ("attn_out", h, h),
-        ("ffn_up", ff, h),
-        ("ffn_down", h, ff),
-    )
 
 
 def _add_mean_std(writer: gguf.GGUFWriter, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
