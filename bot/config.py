@@ -65,6 +65,10 @@ class ModelSettings(_Section):
     # Keep the last conversation's prefix (system prompt + image + turns) in the
     # KV cache and reuse it when the next question has the same image.
     prefix_cache: bool = True
+    # Answers decoded together by the local engine (slots in one llama context,
+    # one thread). n_ctx is each conversation's context: the KV cache holds
+    # parallel x n_ctx tokens, so its memory grows with parallel.
+    parallel: int = Field(1, ge=1, le=64)
 
     @field_validator("path", "mmproj")
     @classmethod
