@@ -176,6 +176,9 @@ class Renderer:
             raise EngineError(f"the chat template of {template.describe()} does not compile: {exc}") from exc
         #: set when the template refuses a system message: it goes into the first question instead
         self.fold_system = False
+        #: set when the template reads message content only as a list of typed parts (SmolVLM's):
+        #: each message's text then goes as one {"type": "text"} part, as llama-server does
+        self.typed_content = not template.parts and not self._shows_string_content()
 
     def render(self, request: VisionRequest, marker: str) -> str:
         """The prompt text for ``request``, each image as ``marker``."""
@@ -202,7 +205,18 @@ class Renderer:
         markers = [marker] * len(request.images)
         if self.template.parts:
             return chat_messages(request, markers, system)
-        return string_messages(request, markers, system)
+        messages = string_messages(request, markers, system)
+        if self.typed_content:
+            return [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in messages]
+        return messages
+
+    def _shows_string_content(self) -> bool:
+        """Whether a message whose content is a plain string reaches the prompt."""
+        sentinel = "llava-bot-probe-7d1f"
+        try:
+            return sentinel in self._render([{"role": "user", "content": sentinel}])
+        except Exception:  # a template that cannot take it at all: try typed parts
+            return False
 
     def _render(self, messages: list[dict[str, Any]]) -> str:
         return self._jinja.render(

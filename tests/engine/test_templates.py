@@ -133,3 +133,20 @@ def test_the_settings_accept_exactly_auto_and_the_named_formats() -> None:
     from bot.config import ChatFormat
 
     assert set(get_args(ChatFormat)) == {"auto", *NAMED_FORMATS}
+
+
+# SmolVLM2's template reads content only as a list of typed parts.
+TYPED_ONLY = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}<image>{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def test_a_template_that_reads_only_typed_parts_gets_the_text_as_one_part() -> None:
+    renderer = Renderer(choose("auto", TYPED_ONLY, MLP), bos="", eos="")
+    assert renderer.typed_content
+    plain = VisionRequest(images=("a",), question="What is it?", max_tokens=8)
+    assert renderer.render(plain, "<M>") == "<|im_start|>User:<M>\nWhat is it?<end_of_utterance>\nAssistant:"
+    assert not Renderer(named("gemma-3"), bos="", eos="").typed_content
