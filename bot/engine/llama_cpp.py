@@ -161,7 +161,9 @@ def _decode_data_uri(uri: str) -> bytes:
 
 
 class LlamaCppEngine:
-    """One ``Llama`` + one mtmd (CLIP) context.  Not thread-safe: one consumer only."""
+    """One ``Llama`` + one mtmd (CLIP) context.  Not thread-safe: one consumer only,
+    unless ``parallel`` > 1: then up to ``slots`` threads may call ``generate`` at once
+    (one decode thread batches them, see :mod:`bot.engine.batched`)."""
 
     def __init__(
         self,
@@ -178,6 +180,7 @@ class LlamaCppEngine:
         prefix_cache: bool = True,
         image_max_tokens: int | None = None,
         name: str = "local",
+        parallel: int = 1,
     ) -> None:
         if chat_format != "auto" and chat_format not in NAMED_FORMATS:
             raise ValueError(f"unknown chat format {chat_format!r}; known: auto, {', '.join(NAMED_FORMATS)}")
@@ -192,6 +195,9 @@ class LlamaCppEngine:
         self.warmup_enabled = warmup
         self.prefix_cache = prefix_cache
         self.image_max_tokens = image_max_tokens
+        #: conversations decoded together (see :mod:`bot.engine.batched`); 1: the single path
+        self.parallel = max(1, int(parallel))
+        self._batched: Any = None
         self._cache = PrefixCache()
         self._projector: Projector | None = None
         self.name = name
@@ -223,6 +229,7 @@ class LlamaCppEngine:
             prefix_cache=model.prefix_cache,
             image_max_tokens=image_max_tokens,
             name=name,
+            parallel=getattr(model, "parallel", 1),
         )
 
     # -- Engine protocol ---------------------------------------------------------
@@ -258,6 +265,20 @@ class LlamaCppEngine:
         return self.image_max_tokens or DEFAULT_IMAGE_TOKENS
 
     @property
+    def slots(self) -> int:
+        """How many ``generate`` calls may run at once (``parallel``)."""
+        return self.parallel
+
+    def kv_memory_bytes(self) -> int:
+        """The KV cache all slots need (f16 K and V, ``parallel`` x ``n_ctx`` cells); needs the model loaded."""
+        from bot.engine.batched import kv_cache_bytes, model_kv_shape
+
+        if self._llama is None:
+            raise EngineError("the model is not loaded")
+        n_layer, k, v = model_kv_shape(self._llama)
+        return kv_cache_bytes(n_layer, self.n_ctx, self.parallel, k, v)
+
+    @property
     def loaded(self) -> bool:
         return self._llama is not None
 
@@ -279,7 +300,9 @@ class LlamaCppEngine:
             self._llama = llama_cpp.Llama(
                 model_path=str(self.model_path),
                 n_gpu_layers=self.n_gpu_layers,
-                n_ctx=self.n_ctx,
+                # with parallel slots this context only serves the vocabulary: the
+                # batched context (bot.engine.batched) holds the conversations
+                n_ctx=self.n_ctx if self.parallel == 1 else 256,
                 n_batch=self.n_batch,
                 n_threads=self.n_threads,
                 seed=self.seed,
@@ -308,6 +331,10 @@ class LlamaCppEngine:
             raise EngineError(f"{self.mmproj_path} has no vision encoder")
         try:
             self._use_template()
+            if self.parallel > 1:
+                from bot.engine.batched import BatchedDecoder
+
+                self._batched = BatchedDecoder(self, self.parallel)
         except EngineError:
             self.close()
             raise
@@ -335,6 +362,9 @@ class LlamaCppEngine:
         return answer
 
     def close(self) -> None:
+        if self._batched is not None:
+            self._batched.close()
+            self._batched = None
         if self._mtmd_ctx is not None:
             self._mtmd.mtmd_free(self._mtmd_ctx)
             self._mtmd_ctx = None
@@ -399,6 +429,8 @@ class LlamaCppEngine:
         gets the text as it is generated."""
         if self._llama is None:
             raise EngineError("the model is not loaded")
+        if self._batched is not None:
+            return self._batched.submit(request, should_stop, on_text)
         started = time.perf_counter()
         timings = StageTimings()
         n_prompt, max_tokens = self._prepare_prompt(request, timings)
