@@ -32,12 +32,13 @@ class CdnMixin:
         url: str | None = None,
         delay: float = 0.0,
         status: int = 200,
+        description: str | None = None,
     ) -> dict[str, Any]:
         """Host ``data`` on the fake CDN; return the attachment dict for messages/interactions.
 
         ``size`` is the declared size (defaults to ``len(data)``; may differ to test declared-size checks).
         ``url`` overrides the attachment url (e.g. a redirect added with :meth:`add_redirect`);
-        ``delay`` slows the download, ``status`` != 200 makes it fail.
+        ``delay`` slows the download, ``status`` != 200 makes it fail; ``description`` is the alt text.
         """
         att_id = self._snowflake()
         if content_type is None:
@@ -52,6 +53,8 @@ class CdnMixin:
         }
         if content_type is not None:
             att["content_type"] = content_type
+        if description is not None:
+            att["description"] = description
         if width is not None:
             att["width"] = width
         if height is not None:

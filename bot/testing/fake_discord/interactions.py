@@ -29,19 +29,20 @@ class InteractionsMixin:
 
     def _interaction_extra(self, it: FakeInteraction) -> dict[str, Any]:
         user = self.users[int((it.payload.get("member") or it.payload)["user"]["id"])]
+        name = it.payload["data"].get("name") or it.payload["data"].get("custom_id", "")
         meta = {
             "id": str(it.id),
-            "type": 2,
+            "type": it.payload["type"],
             "user": user,
             "authorizing_integration_owners": it.payload["authorizing_integration_owners"],
-            "name": it.payload["data"]["name"],
+            "name": name,
             "command_type": it.command_type,
         }
         return {
             "webhook_id": str(APP_ID),
             "application_id": str(APP_ID),
             "interaction_metadata": meta,
-            "interaction": {"id": str(it.id), "type": 2, "name": it.payload["data"]["name"], "user": user},
+            "interaction": {"id": str(it.id), "type": it.payload["type"], "name": name, "user": user},
         }
 
     async def _interaction_callback(self, rec: RecordedRequest, iid: str, token: str) -> web.Response:
@@ -70,7 +71,7 @@ class InteractionsMixin:
         if ctype in (4, 5):
             flags = data.get("flags") or 0
             it.ephemeral = bool(flags & FLAG_EPHEMERAL)
-            msg_type = 20 if it.command_type == 1 else 23
+            msg_type = {1: 20, 0: 19}.get(it.command_type, 23)  # 0: a button (its answer replies to the message)
             if ctype == 5:
                 msg = self._make_message(
                     author_id=BOT_ID,
@@ -88,7 +89,9 @@ class InteractionsMixin:
                 self._record_sent(msg, "interaction_callback", data, rec.files, interaction_id=it.id)
             it.original_message_id = int(msg["id"])
             self._echo("MESSAGE_CREATE", msg)
-        elif ctype not in (1, 6, 7, 8, 9, 10, 12):
+        elif ctype in (6, 7):
+            msg = self._component_callback(it, ctype, data, rec.files)
+        elif ctype not in (1, 8, 9, 10, 12):
             raise _form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of (1, 4, 5, 6, 7, 8, 9, 12); got {ctype!r}.")
         it.callback_type = ctype
         it.callback_data = data

@@ -221,7 +221,7 @@ class MessagesMixin:
             reference=reference,
             msg_type=msg_type,
             flags=flags | (data.get("flags") or 0),
-            extra=extra,
+            extra={"components": data.get("components") or [], **(extra or {})},
         )
 
     def _record_sent(

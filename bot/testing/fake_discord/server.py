@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bot.testing.fake_discord.cdn import CdnMixin
 from bot.testing.fake_discord.commands import CommandsMixin
+from bot.testing.fake_discord.components import ComponentsMixin
 from bot.testing.fake_discord.gateway import GatewayMixin, _Conn
 from bot.testing.fake_discord.ids import API_PREFIX
 from bot.testing.fake_discord.interactions import InteractionsMixin
@@ -25,7 +26,9 @@ from bot.testing.fake_discord.rest import RestMixin
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeDiscord(ModelMixin, RestMixin, MessagesMixin, CommandsMixin, InteractionsMixin, CdnMixin, GatewayMixin):
+class FakeDiscord(
+    ModelMixin, RestMixin, MessagesMixin, CommandsMixin, InteractionsMixin, ComponentsMixin, CdnMixin, GatewayMixin
+):
     """A fake Discord for one bot: REST, gateway and CDN on one local aiohttp server.
 
     Use ``async with FakeDiscord() as fake:`` or ``await fake.start()`` / ``await fake.close()``.
