@@ -212,13 +212,59 @@ class DiscordSettings(_Section):
         return value.rstrip("/")
 
 
+class ModerationRule(_Section):
+    """One question every watched image is checked against (``[[moderation.rules]]``)."""
+
+    # Shown in its alerts and in /metrics: letters, digits, - and _ only.
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
+    # A yes/no question about the image: "yes" (the answer's first word) raises an alert.
+    question: str = Field(min_length=3, max_length=300)
+    # A role to mention in this rule's alerts (the only mention an alert ever makes).
+    alert_role: int | None = None
+    # Only images posted in these channels (empty: every watched channel).
+    channels: list[int] = Field(default_factory=list)
+
+
 class ModerationSettings(_Section):
     # Every image posted in these channels gets a caption (alt text).
     caption_channels: list[int] = Field(default_factory=list)
-    # Post captions here (with a link to the image) instead of replying in place.
+    # Post captions here (with a link to the image) instead of replying in place; rule alerts go here too.
     log_channel: int | None = None
     caption_prompt: str = "Write one short sentence of alt text for this image."
     caption_max_tokens: int = Field(60, ge=1)
+    # Images here are checked against the rules and their captions kept for /find, with no caption posted.
+    watch_channels: list[int] = Field(default_factory=list)
+    # Checked on every image in the watched channels (caption_channels, watch_channels and the rules' own channels).
+    rules: list[ModerationRule] = Field(default_factory=list)
+    # Longest answer to one rule's question (the yes/no and a one-line reason).
+    rule_max_tokens: int = Field(40, ge=2, le=200)
+    # Members with one of these roles (or Manage Messages) may press alert buttons and use /find.
+    moderator_roles: list[int] = Field(default_factory=list)
+    # Images posted here without alt text (Discord's description) get a suggested one as a reply.
+    alt_text_channels: list[int] = Field(default_factory=list)
+    alt_text_prompt: str = (
+        "Write alt text for this image: one short factual sentence. If the image shows text, "
+        "give that text first. Do not start with 'image of' or 'picture of'."
+    )
+    alt_text_max_tokens: int = Field(80, ge=1)
+    # Days captions of watched images are kept for /find (0: none are kept).
+    keep_days: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> ModerationSettings:
+        names = [rule.name.lower() for rule in self.rules]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"moderation.rules: two rules are named {name!r}")
+        return self
+
+    @property
+    def watched_channels(self) -> set[int]:
+        """Channels whose images the moderation features look at."""
+        channels = set(self.caption_channels) | set(self.watch_channels) | set(self.alt_text_channels)
+        for rule in self.rules:
+            channels |= set(rule.channels)
+        return channels
 
 
 class MetricsSettings(_Section):
