@@ -24,6 +24,7 @@ from bot.jobs import Jobs
 from bot.journal import Journal
 from bot.reply import ADMIN_ONLY, OUR_FAULT, friendly
 from bot.runtime import Runtime
+from bot.watch import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class _LlavaBotCore:
         self._session: aiohttp.ClientSession | None = None
         #: every question's life, from acceptance to its one reply
         self.jobs = Jobs(self, settings, runtime, self.journal)
+        #: the moderation features: rule checks, alerts, alt text, kept captions
+        self.moderation = Watcher(self, settings, runtime, self.jobs.outcomes)  # type: ignore[arg-type]
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -82,11 +85,14 @@ class _LlavaBotCore:
 
     @property
     def jobs_in_flight(self) -> int:
-        return self.jobs.in_flight
+        """Questions and watched messages between acceptance and their last reply."""
+        return self.jobs.in_flight + self.moderation.in_flight
 
     async def wait_idle(self) -> None:
-        """Return once no job is between acceptance and its reply."""
-        await self.jobs.wait_idle()
+        """Return once no job (nor watched message) is between acceptance and its reply."""
+        while self.jobs_in_flight:
+            await self.jobs.wait_idle()
+            await self.moderation.wait_idle()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -99,6 +105,7 @@ class _LlavaBotCore:
         # The journal first: what the previous run left is taken aside before
         # any new question can be accepted, so only that is replayed.
         await self.journal.open()
+        await self.moderation.open()
         self._session = aiohttp.ClientSession(headers={"User-Agent": "llava-bot"})
         self.jobs.session = self._session
         for name in self.initial_extensions:
@@ -114,6 +121,7 @@ class _LlavaBotCore:
 
     async def close(self) -> None:
         await self.jobs.close()
+        await self.moderation.close()
         await super().close()
         if self._session is not None:
             await self._session.close()

@@ -62,6 +62,18 @@ class _StateCollector(Collector):
             for outcome, count in sorted(bot.outcomes.items()):
                 replies.add_metric([outcome], count)
             yield replies
+            checker = getattr(getattr(bot, "moderation", None), "checker", None)
+            if checker is not None:
+                checks = CounterMetricFamily("llava_bot_rule_checks", "Moderation rule answers received, by rule", labels=["rule"])
+                matches = CounterMetricFamily("llava_bot_rule_matches", "Moderation rule answers that matched (alerts), by rule", labels=["rule"])
+                undecided = CounterMetricFamily("llava_bot_rule_undecided", "Moderation rule answers neither yes nor no, by rule", labels=["rule"])
+                for rule in sorted(checker.checks):
+                    checks.add_metric([rule], checker.checks[rule])
+                    matches.add_metric([rule], checker.matches[rule])
+                    undecided.add_metric([rule], checker.undecided[rule])
+                yield checks
+                yield matches
+                yield undecided
         loaded = GaugeMetricFamily("llava_bot_model_loaded", "1 when the engine is ready", labels=["engine"])
         offload = GaugeMetricFamily("llava_bot_gpu_offload", "1 when the text model runs on a GPU", labels=["engine"])
         for engine in self.runtime.engines:

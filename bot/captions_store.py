@@ -1,0 +1,271 @@
+"""Captions moderators can search: SQLite FTS5 in the state database.
+
+Each watched image leaves one row: the message's link, channel, poster id,
+time, the caption and the names of the rules it matched.  ``/find`` searches
+caption and rule names (FTS5, best matches first by bm25); rows older than
+``moderation.keep_days`` are purged, ``/forget`` removes a member's rows, and
+a deleted message's rows go when Discord says it is gone.
+
+The same store remembers which messages were taken for checking
+(``mod_seen``): a message is checked once, even if Discord delivers it twice
+or the bot restarts.  A message's row carries its plain description
+(``payload``) until its checks are done; rows still carrying one when a
+process opens the store were cut short by the previous process and are
+checked again (``leftovers``).
+
+It shares the file with the job journal (its own connection, WAL mode).  All
+calls run in one dedicated thread, off the event loop.  Nothing here imports
+discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS mod_captions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        guild_id INTEGER,
+        poster_id INTEGER NOT NULL,
+        created REAL NOT NULL,
+        link TEXT NOT NULL,
+        filename TEXT NOT NULL DEFAULT '',
+        caption TEXT NOT NULL,
+        rules TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX IF NOT EXISTS mod_captions_message ON mod_captions (message_id)",
+    "CREATE INDEX IF NOT EXISTS mod_captions_poster ON mod_captions (poster_id)",
+    "CREATE INDEX IF NOT EXISTS mod_captions_created ON mod_captions (created)",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS mod_captions_fts USING fts5(
+        caption, rules, content='mod_captions', content_rowid='id', tokenize='porter unicode61'
+    )""",
+    """CREATE TRIGGER IF NOT EXISTS mod_captions_ai AFTER INSERT ON mod_captions BEGIN
+        INSERT INTO mod_captions_fts (rowid, caption, rules) VALUES (new.id, new.caption, new.rules);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS mod_captions_ad AFTER DELETE ON mod_captions BEGIN
+        INSERT INTO mod_captions_fts (mod_captions_fts, rowid, caption, rules) VALUES ('delete', old.id, old.caption, old.rules);
+    END""",
+    """CREATE TABLE IF NOT EXISTS mod_seen (
+        message_id INTEGER PRIMARY KEY,
+        created REAL NOT NULL,
+        payload TEXT
+    )""",
+)
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionRow:
+    """One watched image's caption, as kept for /find."""
+
+    message_id: int
+    channel_id: int
+    guild_id: int | None
+    poster_id: int
+    created: float
+    link: str
+    caption: str
+    filename: str = ""
+    rules: tuple[str, ...] = ()
+
+
+def match_expression(query: str, *, any_word: bool = False) -> str | None:
+    """A safe FTS5 expression for what a moderator typed: each word quoted (no
+    FTS syntax from users), all words (or ``any_word``); None when no word."""
+    words = _WORD.findall(query.lower())[:12]
+    if not words:
+        return None
+    return (" OR " if any_word else " ").join(f'"{w}"' for w in words)
+
+
+class CaptionStore:
+    """``path=None`` keeps nothing: claims always succeed, searches find nothing."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._db: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        #: descriptions of messages whose checks the previous process did not finish
+        self.leftovers: list[dict[str, Any]] = []
+        self._claimed: set[int] = set()  # without a file: this process's claims
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._executor is None:
+            raise RuntimeError("CaptionStore.open() was not called")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def open(self) -> None:
+        if self.path is None or self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captions")
+        self.leftovers = await self._call(self._open)
+        if self.leftovers:
+            log.info("%d watched message(s) left unchecked by the previous run", len(self.leftovers))
+
+    def _open(self) -> list[dict[str, Any]]:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA:
+                db.execute(statement)
+        self._db = db
+        left: list[dict[str, Any]] = []
+        for message_id, text in db.execute("SELECT message_id, payload FROM mod_seen WHERE payload IS NOT NULL ORDER BY message_id"):
+            try:
+                payload = json.loads(text)
+                if not isinstance(payload, dict):
+                    raise ValueError("not an object")
+                left.append(payload)
+            except (TypeError, ValueError):
+                log.warning("dropping an unreadable unchecked message %s", message_id)
+                db.execute("UPDATE mod_seen SET payload = NULL WHERE message_id = ?", (message_id,))
+        return left
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(executor, self._close)
+        executor.shutdown(wait=False)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- once per message ----------------------------------------------------------
+
+    async def claim(self, message_id: int, payload: dict[str, Any]) -> bool:
+        """Take a message for checking; False if it was taken before (by this or an earlier run)."""
+        if self.path is None:
+            if message_id in self._claimed:
+                return False
+            self._claimed.add(message_id)
+            return True
+        return bool(await self._call(self._claim, message_id, json.dumps(payload), time.time()))
+
+    def _claim(self, message_id: int, text: str, now: float) -> bool:
+        assert self._db is not None
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO mod_seen (message_id, created, payload) VALUES (?, ?, ?)", (message_id, now, text)
+        )
+        return cursor.rowcount == 1
+
+    async def done(self, message_id: int) -> None:
+        """The message's checks are over (answered, or never can be).  After
+        :meth:`close` nothing is marked: the message is checked again at the next start."""
+        if self.path is not None and self._executor is not None:
+            await self._call(self._execute, "UPDATE mod_seen SET payload = NULL WHERE message_id = ?", (message_id,))
+
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
+        assert self._db is not None
+        return int(self._db.execute(sql, args).rowcount)
+
+    # -- captions ------------------------------------------------------------------
+
+    async def add(self, rows: Sequence[CaptionRow]) -> None:
+        if self.path is None or not rows:
+            return
+        await self._call(self._add, list(rows))
+
+    def _add(self, rows: list[CaptionRow]) -> None:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for r in rows:
+                self._db.execute(
+                    "INSERT INTO mod_captions (message_id, channel_id, guild_id, poster_id, created, link, filename, caption, rules)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (r.message_id, r.channel_id, r.guild_id, r.poster_id, r.created, r.link, r.filename, r.caption, " ".join(r.rules)),
+                )
+
+    async def search(
+        self, query: str, *, since: float | None = None, poster_id: int | None = None, limit: int = 10
+    ) -> list[CaptionRow]:
+        """Best matches first: rows with every word, else rows with any of them."""
+        if self.path is None:
+            return []
+        for any_word in (False, True):
+            expression = match_expression(query, any_word=any_word)
+            if expression is None:
+                return []
+            rows = await self._call(self._search, expression, since, poster_id, limit)
+            if rows:
+                return rows
+        return []
+
+    def _search(self, expression: str, since: float | None, poster_id: int | None, limit: int) -> list[CaptionRow]:
+        assert self._db is not None
+        sql = (
+            "SELECT c.message_id, c.channel_id, c.guild_id, c.poster_id, c.created, c.link, c.caption, c.filename, c.rules"
+            " FROM mod_captions_fts JOIN mod_captions c ON c.id = mod_captions_fts.rowid"
+            " WHERE mod_captions_fts MATCH ?"
+        )
+        args: list[Any] = [expression]
+        if since is not None:
+            sql += " AND c.created >= ?"
+            args.append(since)
+        if poster_id is not None:
+            sql += " AND c.poster_id = ?"
+            args.append(poster_id)
+        sql += " ORDER BY bm25(mod_captions_fts), c.created DESC LIMIT ?"
+        args.append(limit)
+        return [
+            CaptionRow(int(m), int(ch), g, int(p), float(t), link, caption, filename, tuple(rules.split()))
+            for m, ch, g, p, t, link, caption, filename, rules in self._db.execute(sql, args)
+        ]
+
+    async def count(self) -> int:
+        if self.path is None:
+            return 0
+        return int(await self._call(lambda: self._db.execute("SELECT count(*) FROM mod_captions").fetchone()[0]))  # type: ignore[union-attr]
+
+    async def forget_member(self, poster_id: int) -> int:
+        """Remove every row of a member's images; how many went."""
+        if self.path is None:
+            return 0
+        return int(await self._call(self._execute, "DELETE FROM mod_captions WHERE poster_id = ?", (poster_id,)))
+
+    async def forget_message(self, message_id: int) -> int:
+        """Remove a deleted message's rows; how many went."""
+        if self.path is None:
+            return 0
+        return int(await self._call(self._execute, "DELETE FROM mod_captions WHERE message_id = ?", (message_id,)))
+
+    async def purge(self, before: float, seen_before: float | None = None) -> int:
+        """Remove captions older than ``before``, and the finished once-per-message
+        marks older than ``seen_before`` (default: ``before``); captions removed."""
+        if self.path is None:
+            return 0
+        return int(await self._call(self._purge, before, before if seen_before is None else seen_before))
+
+    def _purge(self, before: float, seen_before: float) -> int:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            removed = self._db.execute("DELETE FROM mod_captions WHERE created < ?", (before,)).rowcount
+            self._db.execute("DELETE FROM mod_seen WHERE created < ? AND payload IS NULL", (seen_before,))
+        return int(removed)

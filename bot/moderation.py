@@ -1,0 +1,339 @@
+"""Moderation assist, the model side: which questions a watched image is asked,
+asking them, and reading the answers.
+
+A watched image (see ``moderation.watched_channels``) is downloaded and
+prepared once, then asked, back to back in the queue's caption lane: its
+caption, a suggested alt text (where it has none and the channel wants one),
+and each rule that applies there as its own short question.  With the local
+engine's prefix cache the image is encoded for the first question only; each
+further question costs its own few tokens.
+
+A rule's answer decides by its first word (yes/no, case and punctuation
+ignored); the rest of its first line is the reason.  Anything else is
+"undecided": counted and logged, never an alert.  Places in the caption lane
+are reserved for all of a message's questions at once, before anything is
+downloaded: a full lane skips the message (logged, never answered).
+
+Plain data in, plain data out: nothing here imports discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from bot.engine.base import Answer, EngineError
+from bot.images import ImageError, PreparedImage, check_declared_size
+from bot.queue import JobCancelled, JobHandle, QueueClosed, Refused, Reservation
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from bot.config import ModerationRule, Settings
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+QuestionKind = Literal["caption", "alt", "rule"]
+
+#: appended to each rule's question: the answer's first word decides
+RULE_SUFFIX = "Answer yes or no first, then give a one-line reason."
+
+_FIRST_WORD = re.compile(r"[\W_]*([^\W\d_]+)(.*)", re.S)
+#: what alt text should not start with ("An image of ...", "This picture shows ...")
+_FILLER = re.compile(
+    r"^(?:alt(?:ernative)? text\s*:\s*)?"
+    r"(?:(?:an?|the|this)\s+)?(?:image|picture|photo(?:graph)?|screenshot)\s+"
+    r"(?:of|showing|shows|depicting|depicts|that shows|with)\s+",
+    re.I,
+)
+ALT_TEXT_LIMIT = 300
+REASON_LIMIT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedImage:
+    """An image attachment of a watched message (not downloaded yet)."""
+
+    url: str
+    filename: str
+    size: int | None
+    content_type: str | None
+    #: the poster gave it alt text (Discord's attachment description)
+    has_alt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedPost:
+    """A message with images in a watched channel, as plain data (it is stored until checked)."""
+
+    message_id: int
+    channel_id: int
+    guild_id: int | None
+    poster_id: int
+    poster_name: str
+    jump_url: str
+    images: tuple[WatchedImage, ...]
+    #: the thread's parent channel, for a message in a thread
+    parent_id: int | None = None
+    #: the message is a question to the bot (the Ask cog answers it; no caption is posted)
+    addressed: bool = False
+    created: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WatchedPost:
+        data = dict(data)
+        data["images"] = tuple(WatchedImage(**image) for image in data["images"])
+        return cls(**data)
+
+    @property
+    def channels(self) -> set[int]:
+        """The channel and, in a thread, its parent."""
+        return {self.channel_id} | ({self.parent_id} if self.parent_id is not None else set())
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    kind: QuestionKind
+    text: str
+    max_tokens: int
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A rule's answer about one image: matched (True), not (False) or undecided (None)."""
+
+    rule: str
+    matched: bool | None
+    reason: str
+
+
+@dataclass(slots=True)
+class ImageReport:
+    """What the model said about one image; ``error`` when it could not be asked."""
+
+    image: WatchedImage
+    caption: Answer | None = None
+    alt_text: str | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def matched(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.matched]
+
+
+def parse_verdict(text: str) -> tuple[bool | None, str]:
+    """(yes/no/undecided, the one-line reason) from a rule's answer."""
+    m = _FIRST_WORD.match(text or "")
+    if m is None:
+        return None, ""
+    verdict = {"yes": True, "no": False}.get(m.group(1).lower())
+    rest = m.group(2).lstrip(" \t,.;:!?-—–*_\"'")
+    lines = [line.strip() for line in rest.splitlines() if line.strip()]
+    reason = re.sub(r"\s+", " ", lines[0]) if lines else ""
+    if len(reason) > REASON_LIMIT:
+        reason = reason[: REASON_LIMIT - 1].rstrip() + "…"
+    return verdict, reason
+
+
+def clean_alt_text(text: str) -> str | None:
+    """Short, factual alt text: the first paragraph, without quotes, labels or "image of"."""
+    paragraphs = [p.strip() for p in (text or "").strip().split("\n\n") if p.strip()]
+    if not paragraphs:
+        return None
+    alt = re.sub(r"\s+", " ", paragraphs[0]).strip().strip("\"'“”")
+    alt = _FILLER.sub("", alt, count=1).strip()
+    if not alt:
+        return None
+    if len(alt) > ALT_TEXT_LIMIT:
+        cut = alt[:ALT_TEXT_LIMIT].rsplit(" ", 1)[0]
+        alt = cut.rstrip(",;:") + "…"
+    return alt[0].upper() + alt[1:]
+
+
+def rule_question(question: str) -> str:
+    return f"{question.strip()} {RULE_SUFFIX}"
+
+
+class Checker:
+    """Asks the moderation questions about watched images; counts rule checks and matches."""
+
+    def __init__(self, settings: Settings, runtime: Runtime, session: Callable[[], aiohttp.ClientSession]) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self._session = session
+        self._downloads = asyncio.Semaphore(max(1, settings.queue.downloads))
+        #: rule name -> answers received / answers that matched / answers that said neither yes nor no
+        self.checks: Counter[str] = Counter()
+        self.matches: Counter[str] = Counter()
+        self.undecided: Counter[str] = Counter()
+        #: rule name -> questions that got no answer (engine error, download failed)
+        self.failures: Counter[str] = Counter()
+        for rule in settings.moderation.rules:
+            self.checks[rule.name] += 0
+            self.matches[rule.name] += 0
+
+    # -- what to ask -------------------------------------------------------------------
+
+    def rules_for(self, post: WatchedPost) -> list[ModerationRule]:
+        mod = self.settings.moderation
+        if not post.channels & mod.watched_channels:
+            return []
+        return [rule for rule in mod.rules if not rule.channels or post.channels & set(rule.channels)]
+
+    def wants_alt(self, post: WatchedPost, image: WatchedImage) -> bool:
+        return not image.has_alt and bool(post.channels & set(self.settings.moderation.alt_text_channels))
+
+    def posts_caption(self, post: WatchedPost) -> bool:
+        """Today's captions: every image in a caption channel, unless the message asks the bot."""
+        return not post.addressed and bool(post.channels & set(self.settings.moderation.caption_channels))
+
+    def questions(self, post: WatchedPost, image: WatchedImage) -> list[Question]:
+        mod = self.settings.moderation
+        rules = self.rules_for(post)
+        asked: list[Question] = []
+        if rules or mod.keep_days > 0 or self.posts_caption(post):
+            asked.append(Question("caption", mod.caption_prompt, mod.caption_max_tokens))
+        if self.wants_alt(post, image):
+            asked.append(Question("alt", mod.alt_text_prompt, mod.alt_text_max_tokens))
+        asked += [Question("rule", rule_question(rule.question), mod.rule_max_tokens, rule.name) for rule in rules]
+        return asked
+
+    # -- asking --------------------------------------------------------------------------
+
+    async def check(self, post: WatchedPost) -> list[ImageReport] | None:
+        """Ask every question about every image of ``post``; None when the caption lane is full.
+
+        A message whose questions fit the lane's cap reserves them all at once
+        (or is skipped at once, like today's captions).  One with more goes
+        image by image, in batches that fit, each waiting a while for room.
+        Raises :class:`QueueClosed` when the bot is stopping (the post is
+        checked after the restart)."""
+        plans = [(image, self.questions(post, image)) for image in post.images]
+        reports = [ImageReport(image) for image, _ in plans]
+        items = [(i, q) for i, (_, asked) in enumerate(plans) for q in asked]
+        if not items:
+            return []
+        prepared: dict[int, PreparedImage | None] = {}
+        for n, batch in enumerate(self._batches(plans, items)):
+            reservation = await self._reserve(len(batch), wait=n > 0)
+            if reservation is None:
+                if n == 0:
+                    log.warning("images of message %s not checked: the caption lane is full", post.message_id)
+                    return None
+                log.warning("message %s: the caption lane stayed full; %d question(s) not asked", post.message_id, len(batch))
+                break
+            try:
+                await self._run_batch(batch, plans, reports, prepared, reservation)
+            finally:
+                reservation.close()
+        return [r for r, (_, asked) in zip(reports, plans, strict=True) if asked]
+
+    def _batches(self, plans: Sequence[tuple[WatchedImage, list[Question]]], items: list[tuple[int, Question]]) -> list[list[tuple[int, Question]]]:
+        cap = self.runtime.queue.caption_max_size
+        if len(items) <= cap:
+            return [items]
+        batches: list[list[tuple[int, Question]]] = []
+        for i, (_, asked) in enumerate(plans):
+            batches += [[(i, q) for q in asked[k : k + cap]] for k in range(0, len(asked), cap)]
+        return batches
+
+    async def _reserve(self, count: int, *, wait: bool, wait_s: float = 60.0) -> Reservation | None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self.runtime.queue.reserve(None, count, lane="caption")
+            except QueueClosed:
+                raise
+            except Refused:
+                if not wait or time.monotonic() >= deadline:
+                    return None
+            await asyncio.sleep(0.5)
+
+    async def _run_batch(
+        self,
+        batch: list[tuple[int, Question]],
+        plans: Sequence[tuple[WatchedImage, list[Question]]],
+        reports: list[ImageReport],
+        prepared: dict[int, PreparedImage | None],
+        reservation: Reservation,
+    ) -> None:
+        handles: list[tuple[int, Question, JobHandle]] = []
+        try:
+            for i, question in batch:
+                if i not in prepared:
+                    prepared[i] = await self._prepare(reports[i])
+                image = prepared[i]
+                if image is None:  # could not be read: logged, never posted
+                    reservation.release_one()
+                    if question.kind == "rule":
+                        self.failures[question.rule] += 1
+                    continue
+                request = self.runtime.request([image], question.text, max_tokens=question.max_tokens)
+                handles.append((i, question, self.runtime.submit(request, reservation=reservation)))
+            for i, question, handle in handles:
+                try:
+                    answer = await handle.result()
+                except (EngineError, JobCancelled) as exc:
+                    log.warning("%s question about %s got no answer: %s", question.rule or question.kind, reports[i].image.filename, exc)
+                    if question.kind == "rule":
+                        self.failures[question.rule] += 1
+                    continue
+                self._read(reports[i], question, answer)
+        except BaseException:
+            for _, _, handle in handles:
+                handle.cancel()
+            raise
+
+    async def _prepare(self, report: ImageReport) -> PreparedImage | None:
+        try:
+            return await self._load(report.image)
+        except ImageError as exc:
+            report.error = str(exc)
+        except Exception as exc:  # a bug, not the file: logged with its traceback, never posted
+            log.exception("could not prepare %s", report.image.filename)
+            report.error = type(exc).__name__
+        log.info("watched image %s not checked: %s", report.image.filename, report.error)
+        return None
+
+    def _read(self, report: ImageReport, question: Question, answer: Answer) -> None:
+        if question.kind == "caption":
+            report.caption = answer
+        elif question.kind == "alt":
+            report.alt_text = clean_alt_text(answer.text)
+        else:
+            matched, reason = parse_verdict(answer.text)
+            self.checks[question.rule] += 1
+            if matched:
+                self.matches[question.rule] += 1
+            elif matched is None:
+                self.undecided[question.rule] += 1
+                log.info("rule %s: the answer about %s was neither yes nor no", question.rule, report.image.filename)
+            report.verdicts.append(Verdict(question.rule, matched, reason))
+
+    async def _load(self, image: WatchedImage) -> PreparedImage:
+        """Declared size first, then the download (allowed hosts only), then preparation."""
+        from bot.fetch import fetch_bytes
+
+        limits = self.runtime.limits
+        check_declared_size(image.size, limits)
+        async with self._downloads:
+            data = await fetch_bytes(
+                self._session(),
+                image.url,
+                allowed_hosts=self.settings.images.allowed_hosts,
+                limits=limits,
+                timeout_s=self.settings.images.download_timeout_s,
+            )
+            return await self.runtime.prepare(data)

@@ -1,0 +1,308 @@
+"""Watched images, from the message to everything that follows: the owner of
+the moderation features (the cogs only read events and call it).
+
+For each message with images in a watched channel, once:
+
+1. the message is claimed in the state database (a message Discord delivers
+   twice, or one a restart would see again, is checked once);
+2. :class:`bot.moderation.Checker` asks the model, in the caption lane;
+3. the caption goes where captions go today (a reply, or the log channel)
+   in ``moderation.caption_channels``; a suggested alt text is replied in
+   ``moderation.alt_text_channels`` for images without one; the captions are
+   kept for ``/find`` (``moderation.keep_days``); each rule that matched
+   posts one alert (:mod:`bot.alerts`);
+4. the claim is marked done.  A bot stopped (or killed) before that checks
+   the message again after its restart: delivery is at least once, like the
+   job journal's.
+
+A check that fails is logged, never posted.  Rows of deleted messages are
+removed when Discord says so; older ones are purged every hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.alerts import AlertView, alert_embed, alert_mentions
+from bot.captions_store import CaptionRow, CaptionStore
+from bot.delivery import NETWORK_ERRORS, MessageReplier, deliver_safely, messageable, replier_for
+from bot.jobs import ImageSource, JobSpec, log_job
+from bot.moderation import Checker, ImageReport, Verdict, WatchedPost
+from bot.queue import QueueClosed
+from bot.reply import render_parts
+
+if TYPE_CHECKING:
+    from bot.config import ModerationRule, Settings
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400.0
+PURGE_EVERY_S = 3600.0
+ALT_NOTE = "-# suggested alt text"
+
+
+class Watcher:
+    """The moderation features of one bot: rule checks, alerts, alt text, kept captions."""
+
+    def __init__(self, client: discord.Client, settings: Settings, runtime: Runtime, outcomes: Counter[str]) -> None:
+        self.client = client
+        self.settings = settings
+        self.mod = settings.moderation
+        #: anything to watch at all (else nothing is opened or stored)
+        self.active = bool(self.mod.watched_channels)
+        self.store = CaptionStore(settings.state.path if self.active else None)
+        self.checker = Checker(settings, runtime, lambda: client.session)  # type: ignore[attr-defined]
+        self.outcomes = outcomes
+        self._rules = {rule.name: rule for rule in self.mod.rules}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._background: list[asyncio.Task[None]] = []
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if not self.active:
+            return
+        await self.store.open()
+        if self.mod.rules and self.mod.log_channel is None:
+            log.warning("moderation.rules are set but moderation.log_channel is not: matches are logged, no alert is posted")
+        self._background.append(asyncio.create_task(self._purge_loop(), name="llava-captions-purge"))
+        if self.store.leftovers:
+            self._background.append(asyncio.create_task(self._replay(), name="llava-watch-replay"))
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background.clear()
+        await self.store.close()
+
+    @contextlib.contextmanager
+    def _track(self) -> Iterator[None]:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Watched messages between their claim and their last post."""
+        return self._in_flight
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    # -- the way in -----------------------------------------------------------------------
+
+    def watches(self, channel_ids: set[int | None]) -> bool:
+        return bool({c for c in channel_ids if c is not None} & self.mod.watched_channels)
+
+    async def handle(self, post: WatchedPost) -> None:
+        """Check a watched message's images, once."""
+        if not post.images:
+            return
+        with self._track():
+            try:
+                claimed = await self.store.claim(post.message_id, post.to_json())
+            except Exception:
+                log.exception("could not claim message %s for checking; checking it anyway", post.message_id)
+                claimed = True
+            if not claimed:
+                log.debug("message %s was checked before", post.message_id)
+                return
+            await self._check(post)
+
+    async def _check(self, post: WatchedPost) -> None:
+        started = time.perf_counter()
+        try:
+            reports = await self.checker.check(post)
+        except QueueClosed:
+            log.info("the bot is stopping: message %s is checked after the restart", post.message_id)
+            return
+        except Exception:
+            log.exception("checking the images of message %s failed", post.message_id)
+            reports = []
+        if reports is None:  # the caption lane is full: logged (like today's captions), never answered
+            log_job(self.outcomes, "channel", None, post.channel_id, "refused", None, time.perf_counter() - started)
+        else:
+            try:
+                await self._deliver(post, reports, started)
+            except Exception:
+                log.exception("posting the results for message %s failed", post.message_id)
+        await self._done(post.message_id)
+
+    async def _done(self, message_id: int) -> None:
+        try:
+            await self.store.done(message_id)
+        except Exception:
+            log.exception("could not mark message %s as checked", message_id)
+
+    async def _deliver(self, post: WatchedPost, reports: list[ImageReport], started: float) -> None:
+        if self.checker.posts_caption(post):
+            for report in reports:
+                await self._post_caption(post, report, started)
+        await self._post_alt_text(post, reports)
+        await self._keep(post, reports)
+        for report in reports:
+            for verdict in report.matched:
+                log.info("rule %s matched an image of message %s", verdict.rule, post.message_id)
+                await self._alert(self._rules[verdict.rule], verdict, report, post)
+
+    # -- what is posted ---------------------------------------------------------------------
+
+    async def _post_caption(self, post: WatchedPost, report: ImageReport, started: float) -> None:
+        """Where captions go today: a reply, or the log channel with a link to the image."""
+        if report.caption is None:
+            log.info("no caption for %s in channel %s (%s)", report.image.filename, post.channel_id, report.error or "no answer")
+            return
+        image = report.image
+        common = dict(source=ImageSource(image.url, image.filename, image.size, image.content_type), question=None, user_id=None, lane="caption")
+        if self.mod.log_channel is not None:
+            head = f"🖼️ Caption for {image.filename} from {post.poster_name} in {post.jump_url}"
+            spec = JobSpec(kind="channel", channel_id=self.mod.log_channel, head=head, **common)  # type: ignore[arg-type]
+        else:
+            spec = JobSpec(kind="message", channel_id=post.channel_id, message_id=post.message_id, show_place=False, **common)  # type: ignore[arg-type]
+        try:
+            replier, _ = await replier_for(self.client, spec)
+            delivered = await deliver_safely(replier, render_parts(report.caption))
+        except Exception as exc:  # the channel is gone, no access, the network
+            log.warning("cannot post a caption in channel %s: %s", spec.channel_id, exc)
+            delivered = False
+        outcome = "answered" if delivered else "undeliverable"
+        log_job(self.outcomes, spec.kind, None, spec.channel_id, outcome, report.caption, time.perf_counter() - started)
+
+    async def _post_alt_text(self, post: WatchedPost, reports: list[ImageReport]) -> None:
+        """One short reply, the text first, for the images posted without alt text."""
+        alts = [(n, r.alt_text) for n, r in enumerate(reports, 1) if r.alt_text]
+        if not alts:
+            return
+        if len(post.images) == 1:
+            lines = [alts[0][1]]
+        else:
+            lines = [f"{alt} (image {n})" for n, alt in alts]
+        text = "\n".join([*lines, ALT_NOTE])[:2000]
+        try:
+            channel = await messageable(self.client, post.channel_id)
+            replier = MessageReplier(channel.get_partial_message(post.message_id), show_place=False)  # type: ignore[attr-defined]
+            await deliver_safely(replier, [text])
+        except Exception as exc:
+            log.warning("cannot post alt text in channel %s: %s", post.channel_id, exc)
+
+    async def _keep(self, post: WatchedPost, reports: list[ImageReport]) -> None:
+        if self.mod.keep_days <= 0:
+            return
+        rows = [
+            CaptionRow(
+                message_id=post.message_id,
+                channel_id=post.channel_id,
+                guild_id=post.guild_id,
+                poster_id=post.poster_id,
+                created=post.created,
+                link=post.jump_url,
+                caption=r.caption.text.strip(),
+                filename=r.image.filename,
+                rules=tuple(v.rule for v in r.matched),
+            )
+            for r in reports
+            if r.caption is not None and r.caption.text.strip()
+        ]
+        try:
+            await self.store.add(rows)
+        except Exception:
+            log.exception("could not keep the captions of message %s", post.message_id)
+
+    async def _alert(self, rule: ModerationRule, verdict: Verdict, report: ImageReport, post: WatchedPost) -> None:
+        if self.mod.log_channel is None:
+            return
+        content, allowed = alert_mentions(rule)
+        embed = alert_embed(rule, verdict, report, post)
+        view = AlertView(self.mod, jump_url=post.jump_url, can_delete=self._can_delete(post.channel_id))
+        for attempt in range(3):
+            try:
+                channel = await messageable(self.client, self.mod.log_channel)
+                await channel.send(content or None, embed=embed, view=view, allowed_mentions=allowed)
+                return
+            except discord.HTTPException as exc:
+                log.error("could not post the alert of rule %s for message %s: %s", rule.name, post.message_id, exc)
+                return
+            except NETWORK_ERRORS as exc:
+                log.warning("network error posting an alert (%s); retrying", exc or type(exc).__name__)
+                await asyncio.sleep(0.5 * 2**attempt)
+            except Exception:
+                log.exception("could not post the alert of rule %s for message %s", rule.name, post.message_id)
+                return
+
+    def _can_delete(self, channel_id: int) -> bool:
+        """The bot may manage messages where the image was posted."""
+        channel = self.client.get_channel(channel_id)
+        guild = getattr(channel, "guild", None)
+        me = getattr(guild, "me", None)
+        if channel is None or me is None:
+            return False
+        return bool(channel.permissions_for(me).manage_messages)  # type: ignore[union-attr]
+
+    # -- kept captions ------------------------------------------------------------------------
+
+    async def forget_message(self, message_id: int) -> None:
+        """Discord says the message is gone: so are its rows."""
+        if not self.store.enabled:
+            return
+        try:
+            removed = await self.store.forget_message(message_id)
+        except Exception:
+            log.exception("could not remove the rows of deleted message %s", message_id)
+            return
+        if removed:
+            log.info("removed %d kept caption(s) of deleted message %s", removed, message_id)
+
+    async def purge(self, now: float | None = None) -> int:
+        """Remove captions older than ``moderation.keep_days``; how many went."""
+        if not self.store.enabled:
+            return 0
+        now = time.time() if now is None else now
+        keep_s = self.mod.keep_days * DAY_S
+        removed = await self.store.purge(now - keep_s, seen_before=now - max(keep_s, 2 * DAY_S))
+        if removed:
+            log.info("purged %d caption(s) older than %g day(s)", removed, self.mod.keep_days)
+        return removed
+
+    async def _purge_loop(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("purging old captions failed")
+            await asyncio.sleep(PURGE_EVERY_S)
+
+    async def _replay(self) -> None:
+        """Check what the previous process claimed and never finished."""
+        await self.client.wait_until_ready()
+        left, self.store.leftovers = self.store.leftovers, []
+        for payload in left:
+            try:
+                post = WatchedPost.from_json(payload)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("dropping an unreadable unchecked message: %s", exc)
+                continue
+            if time.time() - post.created > self.settings.state.replay_max_age_s:
+                log.warning("message %s is too old to check now", post.message_id)
+                await self._done(post.message_id)
+                continue
+            with self._track():
+                await self._check(post)
