@@ -270,3 +270,15 @@ def test_qwen_mrope_with_two_slots_answers_as_one(private_cache) -> None:
     finally:
         two.close()
         one.close()
+
+
+def test_measure_parallel_reports_both_runs(tiny_pair) -> None:
+    from bot.bench_parallel import measure_parallel
+
+    result = measure_parallel(tiny_pair, slots=2, questions=3, max_tokens=4)
+    assert set(result["runs"]) == {1, 2}
+    for run in result["runs"].values():
+        assert run["seconds"] > 0 and run["completion_tokens"] >= 3 and run["tokens_per_s"] > 0
+        assert run["single_latency_s"] > 0
+    assert result["runs"][1]["completion_tokens"] == result["runs"][2]["completion_tokens"]
+    assert result["speedup"] > 0
