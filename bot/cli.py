@@ -201,6 +201,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         _row("text model ran on", info.text_backend)
         _row("CLIP ran on", info.clip_backend)
         _row("chat template", info.template)
+        slots = engine.parallel
+        _row(
+            "KV cache",
+            f"about {engine.kv_memory_bytes() / 1e6:.0f} MB: {slots} slot{'s' if slots > 1 else ''} "
+            f"(model.parallel) x n_ctx {engine.n_ctx} tokens each",
+        )
         if engine.projector.dynamic:
             _row("image budget", f"{engine.image_token_budget()} tokens an image (images.max_image_tokens)")
         _row("warm-up question", footer_line(warm).removeprefix("-# "))
@@ -381,6 +387,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  … {step}", file=sys.stderr, flush=True)
 
+    if args.parallel:
+        from bot.bench_parallel import run_parallel
+        from bot.bench_parallel import table as parallel_table
+
+        progress(f"{args.requests} questions with 1 slot, then with {args.parallel}")
+        result = run_parallel(settings, args.parallel, questions=args.requests, max_tokens=args.max_tokens)
+        print(json.dumps(result, indent=2) if args.json else parallel_table(result))
+        return EXIT_OK
     if args.scale_out:
         from bot.bench import run_scale_out
 
@@ -437,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     bench.add_argument("--requests", type=int, default=8, metavar="N", help="questions per measurement (default 8)")
     bench.add_argument("--max-tokens", type=int, default=32, metavar="N", help="answer length (default 32)")
+    bench.add_argument(
+        "--parallel", type=int, default=0, metavar="N",
+        help="instead: the questions with 1 slot and with N (model.parallel): seconds, tok/s, one answer's latency",
+    )
     bench.add_argument(
         "--scale-out", action="store_true",
         help="instead: throughput with two OpenAI-compatible endpoints vs one (needs llama-cpp-python[server])",

@@ -123,6 +123,7 @@ def test_doctor_reports_where_clip_ran() -> None:
     assert re.search(r"CLIP ran on\s+(CPU|CUDA\d+|\S+)", out)
     assert re.search(r"text model ran on\s+\S+", out)
     assert "warm-up question" in out and "tok/s" in out
+    assert re.search(r"KV cache\s+about \d+ MB: 1 slot \(model.parallel\) x n_ctx 4096 tokens each", out)
     # The built-in tiny LLaVA file has no template: "auto" chose one from its projector.
     assert re.search(r"chat template\s+llava-1-5 \(no template in the model file; chosen from the projector \(mlp\)\)", out)
     if not llama_cpp.llama_supports_gpu_offload():
@@ -137,6 +138,22 @@ BENCH_KEYS = {
     "stream_bot_over_engine_off", "stream_bot_over_engine_on", "stream_cost_pct",
     "stream_first_words_ms_p50", "stream_first_words_ms_max", "stream_messages_per_answer",
 }
+
+
+def test_bench_parallel_reports_one_slot_and_n(tiny_pair) -> None:
+    """`bench --parallel N`: the same questions with 1 slot and with N, in one run."""
+    import json
+
+    args = ("--requests", "3", "--max-tokens", "6", "--model", str(tiny_pair[0]), "--mmproj", str(tiny_pair[1]))
+    done = run("bench", "--parallel", "2", "--json", *args)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    one, two = result["runs"]["1"], result["runs"]["2"]
+    assert result["slots"] == 2 and result["questions"] == 3 and result["speedup"] > 0
+    assert one["completion_tokens"] == two["completion_tokens"] == 3 * 6  # the same tokens both ways
+    assert one["tokens_per_s"] > 0 and two["single_latency_s"] > 0
+    table = run("bench", "--parallel", "2", *args)
+    assert table.returncode == 0 and "2 slots finish the 3 questions" in table.stdout
 
 
 def test_bench_json_has_every_documented_key(tiny_pair) -> None:

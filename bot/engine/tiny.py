@@ -67,6 +67,7 @@ import numpy as np
 
 __all__ = [
     "BENCH",
+    "BENCH_60M",
     "FAMILIES",
     "FAMILY_SHAPES",
     "GEMMA3_TINY",
@@ -141,6 +142,9 @@ class ModelShape:
     v_layer: int = 1
     v_head: int = 2
     seed: int = 0
+    #: pad the text model's vocabulary to this many tokens (0: just the tokens it needs);
+    #: the padding is never generated but its rows are in the output head, as in a real vocab
+    vocab_size: int = 0
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
@@ -189,6 +193,8 @@ class ModelShape:
     def digest(self) -> str:
         """A short hash of the shape and writer version, used in file names."""
         fields = asdict(self)
+        if not self.vocab_size:
+            del fields["vocab_size"]  # the digests predate the field: keep them
         if self.family == "llava":
             del fields["family"]  # the LLaVA digests predate the field: keep them
             payload = {"v": _FORMAT_VERSION, **fields}
@@ -219,6 +225,15 @@ BENCH = ModelShape(
     v_layer=6,
     v_head=4,
 )
+
+# BENCH's text model with a 32,000-token vocabulary like LLaVA-1.5's (Vicuna's):
+# about 60 M parameters, the output head a quarter of them, so decoding is bound
+# by reading the weights as on a real model: what batched decoding
+# (model.parallel) amortises. Its encoder takes 112 px (64 image tokens): on a
+# GPU CLIP costs milliseconds, while on this CPU a 576-token image would cost
+# about a second that no batching can share (BENCHMARKS.md shows both).
+# Used by part 8 of `llava-bot bench`.
+BENCH_60M = ModelShape(**{**asdict(BENCH), "name": "bench60m", "vocab_size": 32_000, "image_size": 112})
 
 # Gemma 3 and Qwen2.5-VL at the same small widths (a 128-wide, 2-layer text
 # model; a 2-layer, 32-wide vision tower).  Gemma 3 takes 112 px pictures in
@@ -447,6 +462,16 @@ def _build_vocab(
     return _Vocab(tokens, scores, [int(t) for t in types])
 
 
+def _pad_vocab(vocab: _Vocab, size: int) -> _Vocab:
+    """``vocab`` with UNUSED tokens appended up to ``size`` tokens."""
+    extra = max(0, size - len(vocab))
+    return _Vocab(
+        vocab.tokens + [f"<unused{i}>" for i in range(extra)],
+        vocab.scores + [0.0] * extra,
+        vocab.types + [int(gguf.TokenType.UNUSED)] * extra,
+    )
+
+
 def _output_row_gains(vocab: _Vocab) -> np.ndarray:
     """Per-token gains for the output head.
 
@@ -470,7 +495,7 @@ def _output_row_gains(vocab: _Vocab) -> np.ndarray:
 
 
 def _write_text_model(shape: ModelShape, path: Path) -> None:
-    vocab = _build_vocab(shape.vocab_extra_words)
+    vocab = _pad_vocab(_build_vocab(shape.vocab_extra_words), shape.vocab_size)
     head_dim = shape.n_embd // shape.n_head
     w = _Weights(shape.seed, "text")
     writer = _new_writer(path, "llama", shape, "text model")
@@ -596,7 +621,7 @@ def _write_mmproj(shape: ModelShape, path: Path) -> None:
 # --------------------------------------------------------------------------
 
 # "tiny" and "bench" (LLaVA), "gemma3-tiny", "qwen2.5vl-tiny"
-_SHAPES = {(s.name if s.family == "llava" else f"{s.family}-{s.name}"): s for s in (TINY, BENCH, GEMMA3_TINY, QWEN25VL_TINY)}
+_SHAPES = {(s.name if s.family == "llava" else f"{s.family}-{s.name}"): s for s in (TINY, BENCH, BENCH_60M, GEMMA3_TINY, QWEN25VL_TINY)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -367,3 +367,4 @@ async def test_follow_up_on_one_of_several_images_is_about_that_image(fake: Fake
     assert seen[2].images == seen[1].images  # the blue one only
     question, answer = seen[2].history[0]
     assert question == "compare" and not answer.startswith("**Image")
+

@@ -28,7 +28,7 @@ from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, CAPTIONS_ID, DM_C
 from bot.testing.slow_engine import SlowEngine, not_http_server
 from tests.conftest import jpeg_bytes
 from tests.e2e.conftest import settle
-from tests.e2e.test_bot import assert_no_pings, ref
+from tests.e2e.test_bot import FOOTER, assert_no_pings, ref
 
 SLOW_FOOTER = "-# ⏱ queue"
 GAVE_UP_LINE = "⚠️ I could not answer this one, sorry."
@@ -386,3 +386,22 @@ async def test_channel_answers_are_split_never_cut(head_len: int) -> None:
     await ChannelReplier(channel, "H" * head_len).deliver(split_text(body))  # type: ignore[arg-type]
     joined = " ".join(channel.sent)
     assert joined.split() == (["H" * head_len] if head_len else []) + body.split()
+
+
+async def test_parallel_slots_answer_several_members_each_once(fake: FakeDiscord, llava) -> None:
+    """model.parallel = 4: the queue runs 4 consumers on the one engine, whose one
+    decode thread batches their answers; every question still gets exactly one reply."""
+    bot, runtime = await llava(
+        model={"parallel": 4}, generation={"max_tokens": 48, "max_tokens_limit": 64}, queue={"per_user": 4, "per_user_per_minute": 0}
+    )
+    assert runtime.engine.slots == 4 and len(runtime.queue._consumers) == 4
+    asked = []
+    for i, user in enumerate([ALICE_ID, BOB_ID, OWNER_ID] * 2):
+        att = fake.add_attachment(f"{i}.jpg", coloured((40 * i, 200 - 30 * i, 90)))
+        asked.append(await fake.user_message(user, GENERAL_ID, f"<@{BOT_ID}> what is this?", attachments=[att], mentions_bot=True))
+    for msg in asked:
+        assert FOOTER.search(await final_reply(fake, msg["id"]))
+    await settle()
+    for msg in asked:
+        assert len(texts(fake, msg["id"])) == 1  # one reply each (a place-in-line note became the answer)
+    assert runtime.queue.stats().served == 6
