@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.alerts import may_moderate
-from bot.captions_store import CaptionRow
+from bot.captions_store import CaptionRow, match_expression
 from bot.delivery import NO_MENTIONS
 from bot.reply import DISCORD_LIMIT, friendly
 
@@ -77,11 +77,13 @@ class Search(commands.Cog):
         if not watcher.store.enabled or watcher.mod.keep_days <= 0:
             await interaction.response.send_message(friendly(NOT_KEPT), ephemeral=True)
             return
+        if match_expression(query) is None:
+            await interaction.response.send_message(friendly(NO_WORDS), ephemeral=True)
+            return
         await interaction.response.defer(ephemeral=True, thinking=True)
         since = time.time() - days * 86400 if days else None
         rows = await watcher.store.search(query, since=since, poster_id=member.id if member else None, limit=RESULTS)
-        text = results_text(query, rows) if any(c.isalnum() for c in query) else friendly(NO_WORDS)
-        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        await interaction.followup.send(results_text(query, rows), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @app_commands.command(name="forget", description="Remove the kept captions of a member's images")
     @app_commands.describe(member="Whose images to forget (moderators: anyone; everyone else: themselves)")

@@ -284,6 +284,10 @@ async def test_find_forget_and_purge(fake: FakeDiscord, moderated) -> None:
     text = followup_text(fake, it)
     assert str(blue["id"]) in text and str(red["id"]) not in text
 
+    it = await fake.slash_command(ALICE_ID, GENERAL_ID, "find", {"query": "?! *"})  # no word: no FTS syntax error
+    await fake.wait_for_callback(lambda c: c["interaction_id"] == it.id)
+    assert ephemeral_lines(fake, it) == ["⚠️ Give at least one word to look for."]
+
     it = await fake.slash_command(BOB_ID, GENERAL_ID, "find", {"query": "red"})
     await fake.wait_for_callback(lambda c: c["interaction_id"] == it.id)
     assert ephemeral_lines(fake, it) == ["⚠️ Only moderators can search captions."]

@@ -1,0 +1,92 @@
+"""Moderation's plain parts: reading rule answers, cleaning alt text, the caption store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.captions_store import CaptionRow, CaptionStore, match_expression
+from bot.config import ConfigError, load_settings
+from bot.moderation import clean_alt_text, parse_verdict
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Yes, there is a knife on the table.", (True, "there is a knife on the table.")),
+        ("**NO.** Just a cat.\nSecond line ignored", (False, "Just a cat.")),
+        ("  yes", (True, "")),
+        ("Yesterday I saw a gun", (None, "I saw a gun")),
+        ("Maybe.", (None, "")),
+        ("", (None, "")),
+        ("123", (None, "")),
+    ],
+)
+def test_the_first_word_decides_and_the_rest_is_the_reason(text: str, expected: tuple) -> None:
+    assert parse_verdict(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("An image of a red bicycle leaning on a wall.", "A red bicycle leaning on a wall."),
+        ("This picture shows \"OPEN\" on a shop door.", "\"OPEN\" on a shop door."),
+        ("Alt text: a photo of two dogs.\n\nMore detail here.", "Two dogs."),
+        ('"A cat asleep."', "A cat asleep."),
+        ("   ", None),
+    ],
+)
+def test_alt_text_is_short_factual_and_has_no_image_of(text: str, expected: str | None) -> None:
+    assert clean_alt_text(text) == expected
+
+
+def test_alt_text_is_cut_at_a_word() -> None:
+    alt = clean_alt_text("word " * 200)
+    assert alt is not None and len(alt) <= 301 and alt.endswith("…")
+
+
+def test_moderator_queries_never_reach_fts_as_syntax() -> None:
+    assert match_expression('weapon" OR NEAR(x') == '"weapon" "or" "near" "x"'
+    assert match_expression("knife gun", any_word=True) == '"knife" OR "gun"'
+    assert match_expression("?! *") is None
+
+
+def test_rule_names_are_unique_and_plain() -> None:
+    rule = {"name": "guns", "question": "Does this image show a gun?"}
+    with pytest.raises(ConfigError, match="two rules are named 'guns'"):
+        load_settings(overrides={"moderation": {"rules": [rule, rule]}})
+    with pytest.raises(ConfigError, match="moderation.rules.0.name"):
+        load_settings(overrides={"moderation": {"rules": [{"name": "two words", "question": "Is it?"}]}})
+
+
+def row(message_id: int, poster: int, caption: str, created: float | None = None, rules: tuple[str, ...] = ()) -> CaptionRow:
+    return CaptionRow(message_id, 10, 1, poster, created or time.time(), f"https://discord.com/channels/1/10/{message_id}", caption, "a.png", rules)
+
+
+async def test_the_store_claims_once_searches_forgets_purges_and_keeps_unfinished_checks(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = CaptionStore(path)
+    await store.open()
+    assert await store.claim(1, {"message_id": 1}) and not await store.claim(1, {"message_id": 1})
+    assert await store.claim(2, {"message_id": 2})
+    await store.done(1)
+    now = time.time()
+    await store.add([row(1, 100, "A red bicycle by a wall", rules=("bikes",)), row(2, 200, "Two dogs on a red sofa"), row(3, 100, "A cat", now - 40 * 86400)])
+    assert [r.message_id for r in await store.search("red bicycle")] == [1]
+    assert {r.message_id for r in await store.search("red")} == {1, 2}
+    assert [r.message_id for r in await store.search("bikes")] == [1]  # rule names are searchable
+    assert {r.message_id for r in await store.search("bicycle sofa")} == {1, 2}  # no row has both: any word
+    assert [r.message_id for r in await store.search("red", poster_id=200)] == [2]
+    assert await store.search("cat", since=now - 86400) == []
+    assert await store.purge(now - 30 * 86400) == 1
+    assert await store.forget_member(100) == 1 and await store.forget_message(2) == 1
+    assert await store.count() == 0
+    await store.close()
+
+    again = CaptionStore(path)
+    await again.open()
+    assert again.leftovers == [{"message_id": 2}]  # claimed, never finished: checked after the restart
+    assert not await again.claim(1, {})
+    await again.close()
