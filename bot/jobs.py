@@ -30,13 +30,14 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.delivery import MessageReplier, Replier, deliver_safely, post_note, replier_for, typing_in
 from bot.engine.base import Answer, EngineError
 from bot.images import ImageError, PreparedImage, check_declared_size
+from bot.in_flight import InFlight
 from bot.journal import Entry, Journal
 from bot.queue import JobCancelled, JobHandle, Lane, QueueClosed, Refused, Reservation
 from bot.reply import GAVE_UP, OUR_FAULT, friendly, parked_line, place_in_line, render_parts, split_text
@@ -141,32 +142,19 @@ class Jobs:
         self.session = session
         #: how questions ended: answered, refused, failed, undeliverable, parked, gave_up
         self.outcomes: Counter[str] = Counter()
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._pending = InFlight()
         self._downloads = asyncio.Semaphore(max(1, settings.queue.downloads))
         self._replay: asyncio.Task[None] | None = None
 
     # -- in flight ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _track(self) -> Iterator[None]:
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
-
     @property
     def in_flight(self) -> int:
         """Jobs between acceptance and their reply."""
-        return self._in_flight
+        return self._pending.count
 
     async def wait_idle(self) -> None:
-        await self._idle.wait()
+        await self._pending.wait_idle()
 
     # -- the way in -------------------------------------------------------------------
 
@@ -236,7 +224,7 @@ class Jobs:
         spec = step.spec
         started = time.perf_counter()
         answer: Answer | None = None
-        with self._track():
+        with self._pending.track():
             try:
                 replier, typing_channel = await replier_for(self.client, spec, step.note_id)
             except Exception as exc:  # the channel is gone, no access, the network

@@ -26,7 +26,6 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import discord
@@ -34,6 +33,7 @@ import discord
 from bot.alerts import AlertView, alert_embed, alert_mentions
 from bot.captions_store import CaptionRow, CaptionStore
 from bot.delivery import NETWORK_ERRORS, MessageReplier, deliver_safely, messageable, replier_for
+from bot.in_flight import InFlight
 from bot.jobs import ImageSource, JobSpec, log_job
 from bot.moderation import Checker, ImageReport, Verdict, WatchedPost
 from bot.queue import QueueClosed
@@ -63,9 +63,7 @@ class Watcher:
         self.checker = Checker(settings, runtime, lambda: client.session)  # type: ignore[attr-defined]
         self.outcomes = outcomes
         self._rules = {rule.name: rule for rule in self.mod.rules}
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._pending = InFlight()
         self._background: list[asyncio.Task[None]] = []
 
     # -- life ---------------------------------------------------------------------------
@@ -89,24 +87,13 @@ class Watcher:
         self._background.clear()
         await self.store.close()
 
-    @contextlib.contextmanager
-    def _track(self) -> Iterator[None]:
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
-
     @property
     def in_flight(self) -> int:
         """Watched messages between their claim and their last post."""
-        return self._in_flight
+        return self._pending.count
 
     async def wait_idle(self) -> None:
-        await self._idle.wait()
+        await self._pending.wait_idle()
 
     # -- the way in -----------------------------------------------------------------------
 
@@ -117,7 +104,7 @@ class Watcher:
         """Check a watched message's images, once."""
         if not post.images:
             return
-        with self._track():
+        with self._pending.track():
             try:
                 claimed = await self.store.claim(post.message_id, post.to_json())
             except Exception:
@@ -304,5 +291,5 @@ class Watcher:
                 log.warning("message %s is too old to check now", post.message_id)
                 await self._done(post.message_id)
                 continue
-            with self._track():
+            with self._pending.track():
                 await self._check(post)

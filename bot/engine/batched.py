@@ -483,36 +483,14 @@ class BatchedDecoder:
         return buf.raw[:n]
 
     def _eval_image(self, job: _Job) -> None:
-        lc, mtmd, engine = self._llama_cpp, self._mtmd, self.engine
         _, piece = job.todo.popleft()
-        t0 = time.perf_counter()
         try:
-            if mtmd.mtmd_encode_chunk(engine._mtmd_ctx, piece.chunk) != 0:
-                raise EngineError("the image encoder failed on that image")
-            embd = mtmd.mtmd_get_output_embd(engine._mtmd_ctx)
-            t1 = time.perf_counter()
-            new_n_past = lc.llama_pos(0)
-            rc = mtmd.mtmd_helper_decode_image_chunk(
-                engine._mtmd_ctx,
-                self.ctx,
-                piece.chunk,
-                embd,
-                lc.llama_pos(piece.start),
-                lc.llama_seq_id(job.slot.seq),
-                self.n_batch,
-                ctypes.byref(new_n_past),
-                mtmd.mtmd_helper_post_decode_callback(),  # NULL: no callback
-                None,
-            )
-            if rc != 0:
-                raise EngineError(f"could not evaluate the image embeddings (error {rc})")
-            if new_n_past.value != piece.end:
-                raise EngineError(f"the prompt's positions went wrong ({new_n_past.value} != {piece.end})")
+            end = self.engine.encode_image_into(self.ctx, piece.chunk, piece.start, job.slot.seq, self.n_batch, job.timings)
+            if end != piece.end:
+                raise EngineError(f"the prompt's positions went wrong ({end} != {piece.end})")
         except EngineError as exc:
             self._fail(job, exc)
             return
-        job.timings.image_encode_s += t1 - t0
-        job.timings.prompt_eval_s += time.perf_counter() - t1
 
     def _finish(self, job: _Job, finish: str) -> None:
         from bot.engine.llama_cpp import _build_answer

@@ -581,10 +581,16 @@ class LlamaCppEngine:
         llama.n_tokens = n_past
 
     def _eval_image(self, chunk: Any, timings: StageTimings) -> None:
+        llama = self._llama
+        llama.n_tokens = self.encode_image_into(llama._ctx.ctx, chunk, llama.n_tokens, 0, llama.n_batch, timings)
+
+    def encode_image_into(self, ctx: Any, chunk: Any, n_past: int, seq: int, n_batch: int, timings: StageTimings) -> int:
+        """Encode an image chunk (CLIP) and evaluate its embeddings into sequence ``seq`` of
+        the llama context ``ctx`` from position ``n_past``; returns the position after it.
+        The single path and the batched slots (:mod:`bot.engine.batched`) both use it."""
         import llama_cpp
 
         mtmd = self._mtmd
-        llama = self._llama
         t0 = time.perf_counter()
         if mtmd.mtmd_encode_chunk(self._mtmd_ctx, chunk) != 0:
             raise EngineError("the image encoder failed on that image")
@@ -593,21 +599,21 @@ class LlamaCppEngine:
         new_n_past = llama_cpp.llama_pos(0)
         rc = mtmd.mtmd_helper_decode_image_chunk(
             self._mtmd_ctx,
-            llama._ctx.ctx,
+            ctx,
             chunk,
             embd,
-            llama_cpp.llama_pos(llama.n_tokens),
-            llama_cpp.llama_seq_id(0),
-            llama.n_batch,
+            llama_cpp.llama_pos(n_past),
+            llama_cpp.llama_seq_id(seq),
+            n_batch,
             ctypes.byref(new_n_past),
             mtmd.mtmd_helper_post_decode_callback(),  # NULL: no callback
             None,
         )
         if rc != 0:
             raise EngineError(f"could not evaluate the image embeddings (error {rc})")
-        llama.n_tokens = new_n_past.value
         timings.image_encode_s += t1 - t0
         timings.prompt_eval_s += time.perf_counter() - t1
+        return int(new_n_past.value)
 
     def _remember_answer(self) -> None:
         """The answer now in the KV cache extends the cached prompt (for a follow-up)."""
