@@ -20,17 +20,16 @@ discord.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bot.sqlite_file import SqliteFile
 
 log = logging.getLogger(__name__)
 
@@ -93,40 +92,26 @@ def match_expression(query: str, *, any_word: bool = False) -> str | None:
     return (" OR " if any_word else " ").join(f'"{w}"' for w in words)
 
 
-class CaptionStore:
+class CaptionStore(SqliteFile):
     """``path=None`` keeps nothing: claims always succeed, searches find nothing."""
 
+    thread_name = "captions"
+
     def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path is not None else None
-        self._db: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        super().__init__(path)
         #: descriptions of messages whose checks the previous process did not finish
         self.leftovers: list[dict[str, Any]] = []
         self._claimed: set[int] = set()  # without a file: this process's claims
 
-    @property
-    def enabled(self) -> bool:
-        return self.path is not None
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        if self._executor is None:
-            raise RuntimeError("CaptionStore.open() was not called")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     async def open(self) -> None:
-        if self.path is None or self._executor is not None:
+        if not self._start():
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captions")
         self.leftovers = await self._call(self._open)
         if self.leftovers:
             log.info("%d watched message(s) left unchecked by the previous run", len(self.leftovers))
 
     def _open(self) -> list[dict[str, Any]]:
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = self._connect(timeout=10.0)
         with db:
             db.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
@@ -144,17 +129,6 @@ class CaptionStore:
                 db.execute("UPDATE mod_seen SET payload = NULL WHERE message_id = ?", (message_id,))
         return left
 
-    async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        await asyncio.get_running_loop().run_in_executor(executor, self._close)
-        executor.shutdown(wait=False)
-
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
     # -- once per message ----------------------------------------------------------
 

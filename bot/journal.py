@@ -28,16 +28,15 @@ cut.  All calls run in one dedicated thread, off the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bot.sqlite_file import SqliteFile
 
 log = logging.getLogger(__name__)
 
@@ -72,39 +71,25 @@ class Entry:
     crashes: int = 0
 
 
-class Journal:
+class Journal(SqliteFile):
     """``path=None`` keeps nothing (every call is a no-op)."""
 
+    thread_name = "journal"
+
     def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path is not None else None
-        self._db: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        super().__init__(path)
         #: rows left by earlier processes, taken aside by open()
         self.leftovers: list[Entry] = []
 
-    @property
-    def enabled(self) -> bool:
-        return self.path is not None
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        if self._executor is None:
-            raise RuntimeError("Journal.open() was not called")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     async def open(self) -> None:
         """Open (or create) the journal and take aside what earlier processes left."""
-        if self.path is None or self._executor is not None:
+        if not self._start():
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.leftovers = await self._call(self._open)
         log.info("job journal at %s (%d job(s) left by the previous run)", self.path, len(self.leftovers))
 
     def _open(self) -> list[Entry]:
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = self._connect()
         db.execute(SCHEMA)
         have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
         for name, decl in ADDED_COLUMNS.items():
@@ -116,17 +101,6 @@ class Journal:
             db.execute("UPDATE jobs SET crashes = crashes + 1, active = 0 WHERE active != 0")
             return self._read_all()
 
-    async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        await asyncio.get_running_loop().run_in_executor(executor, self._close)
-        executor.shutdown(wait=False)
-
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
     # -- writing ------------------------------------------------------------------
 
