@@ -554,6 +554,18 @@ def _vit_parts(h: int, ff: int) -> tuple[tuple[str, int, int], ...]:
     )
 
 
+def _add_vit_blocks(writer: gguf.GGUFWriter, w: _Weights, n_layer: int, h: int, ff: int) -> None:
+    """CLIP/SigLIP ViT blocks: biased matrices, then the two layer norms with bias."""
+    for i in range(n_layer):
+        blk = f"v.blk.{i}"
+        for part, out_w, in_w in _vit_parts(h, ff):
+            writer.add_tensor(f"{blk}.{part}.weight", _store(w.normal(f"{blk}.{part}", (out_w, in_w))))
+            writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", out_w))
+        for part in ("ln1", "ln2"):
+            writer.add_tensor(f"{blk}.{part}.weight", w.norm(f"{blk}.{part}", h))
+            writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", h))
+
+
 def _add_clip_header(writer: gguf.GGUFWriter, shape: ModelShape, projector: str, eps: float, *, llava: bool = False) -> None:
     """The projector type and the vision encoder's sizes, in the order every mmproj writer uses.
 
@@ -601,14 +613,7 @@ def _write_mmproj(shape: ModelShape, path: Path) -> None:
     writer.add_tensor("v.position_embd.weight", _store(w.normal("position_embd", (n_pos, h), scale=0.1)))
     writer.add_tensor("v.pre_ln.weight", w.norm("pre_ln.weight", h))
     writer.add_tensor("v.pre_ln.bias", w.bias("pre_ln.bias", h))
-    for i in range(shape.v_layer):
-        blk = f"v.blk.{i}"
-        for part, out_w, in_w in _vit_parts(h, ff):
-            writer.add_tensor(f"{blk}.{part}.weight", _store(w.normal(f"{blk}.{part}", (out_w, in_w))))
-            writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", out_w))
-        for part in ("ln1", "ln2"):
-            writer.add_tensor(f"{blk}.{part}.weight", w.norm(f"{blk}.{part}", h))
-            writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", h))
+    _add_vit_blocks(writer, w, shape.v_layer, h, ff)
     # No post-LN: LLaVA-1.5 takes the second-to-last layer, before it.
     d = shape.n_embd
     writer.add_tensor("mm.0.weight", _store(w.normal("mm.0", (d, h))))

@@ -116,6 +116,7 @@ from bot.engine.tiny import (
     _QWEN_MERGE,
     ModelShape,
     _add_clip_header,
+    _add_vit_blocks,
     _build_vocab,
     _finish,
     _new_writer,
@@ -348,14 +349,7 @@ def write_gemma3_mmproj(shape: ModelShape, path: Path) -> None:
     writer.add_tensor("v.patch_embd.weight", _store(w.normal("patch_embd", (h, 3, p, p), scale=1.0 / p)))
     writer.add_tensor("v.patch_embd.bias", w.bias("patch_embd.bias", h))
     writer.add_tensor("v.position_embd.weight", _store(w.normal("position_embd", (n_patches, h), scale=0.1)))
-    for i in range(shape.v_layer):
-        blk = f"v.blk.{i}"
-        for part, out_w, in_w in _vit_parts(h, ff):
-            writer.add_tensor(f"{blk}.{part}.weight", _store(w.normal(f"{blk}.{part}", (out_w, in_w))))
-            writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", out_w))
-        for part in ("ln1", "ln2"):
-            writer.add_tensor(f"{blk}.{part}.weight", w.norm(f"{blk}.{part}", h))
-            writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", h))
+    _add_vit_blocks(writer, w, shape.v_layer, h, ff)
     writer.add_tensor("v.post_ln.weight", w.norm("post_ln", h))
     writer.add_tensor("v.post_ln.bias", w.bias("post_ln.bias", h))
     # ggml ne = [n_embd, h]: libmtmd multiplies by its transpose.
