@@ -71,6 +71,7 @@ __all__ = [
     "FAMILIES",
     "FAMILY_SHAPES",
     "GEMMA3_TINY",
+    "LLAVA_7B",
     "QWEN25VL_TINY",
     "TINY",
     "ModelShape",
@@ -97,6 +98,9 @@ _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Matrices with at least this many elements are stored as F16.
 _F16_MIN_ELEMENTS = 1 << 16
+# Matrices with at least this many elements (only LLaVA-7B-sized shapes have
+# them) are cut from one pool of random numbers instead of drawn afresh.
+_POOL_MIN_ELEMENTS = 1 << 24
 
 # Gemma 3's projector averages each 4×4 square of patches into one token;
 # Qwen2.5-VL's merger joins each 2×2 square (both libmtmd defaults).
@@ -235,6 +239,26 @@ BENCH = ModelShape(
 # Used by part 8 of `llava-bot bench`.
 BENCH_60M = ModelShape(**{**asdict(BENCH), "name": "bench60m", "vocab_size": 32_000, "image_size": 112})
 
+# LLaVA-1.5-7B's widths (Vicuna-7B: 4096 wide, 32 layers, 11,008 feed-forward,
+# 32,000 tokens; CLIP ViT-L/14 at 336 px: 1024 wide, 24 layers, 576 image
+# tokens): a 13.5 GB F16 text model to quantize with llama.cpp, for measuring
+# a GPU build the way a real 7B model would load it (random weights, so every
+# answer runs to max_tokens).  Not for a 2-core CPU.
+LLAVA_7B = ModelShape(
+    name="llava7b",
+    n_embd=4096,
+    n_layer=32,
+    n_head=32,
+    n_ff=11008,
+    image_size=336,
+    patch_size=14,
+    v_embd=1024,
+    v_ff=4096,
+    v_layer=24,
+    v_head=16,
+    vocab_size=32_000,
+)
+
 # Gemma 3 and Qwen2.5-VL at the same small widths (a 128-wide, 2-layer text
 # model; a 2-layer, 32-wide vision tower).  Gemma 3 takes 112 px pictures in
 # 14 px patches, an 8×8 grid pooled 4×4 into 4 image tokens; Qwen2.5-VL takes
@@ -353,6 +377,7 @@ class _Weights:
     def __init__(self, seed: int, part: str) -> None:
         self._seed = seed
         self._part = part
+        self._pool: np.ndarray | None = None
 
     def _rng(self, name: str) -> np.random.Generator:
         key = hashlib.sha256(f"{self._seed}/{self._part}/{name}".encode()).digest()
@@ -362,7 +387,22 @@ class _Weights:
         """Gaussian weights, by default scaled by 1/sqrt(fan_in)."""
         if scale is None:
             scale = 1.0 / np.sqrt(shape[-1])
+        size = int(np.prod(shape))
+        if size >= _POOL_MIN_ELEMENTS:
+            return self._pooled(name, size).reshape(shape) * np.float32(scale)
         return (self._rng(name).standard_normal(shape) * scale).astype(np.float32)
+
+    def _pooled(self, name: str, size: int) -> np.ndarray:
+        """``size`` standard normals cut from one shared pool at a random offset.
+
+        Drawing billions of fresh normals for a 7B-shaped model would take
+        minutes; every shape smaller than that never gets here, so its bytes
+        are what they always were.
+        """
+        if self._pool is None:
+            self._pool = self._rng("pool").standard_normal(_POOL_MIN_ELEMENTS, dtype=np.float32)
+        start = int(self._rng(name).integers(_POOL_MIN_ELEMENTS))
+        return np.resize(np.roll(self._pool, -start), size)
 
     def norm(self, name: str, width: int) -> np.ndarray:
         """Layer-norm gains close to one."""
@@ -626,7 +666,7 @@ def _write_mmproj(shape: ModelShape, path: Path) -> None:
 # --------------------------------------------------------------------------
 
 # "tiny" and "bench" (LLaVA), "gemma3-tiny", "qwen2.5vl-tiny"
-_SHAPES = {(s.name if s.family == "llava" else f"{s.family}-{s.name}"): s for s in (TINY, BENCH, BENCH_60M, GEMMA3_TINY, QWEN25VL_TINY)}
+_SHAPES = {(s.name if s.family == "llava" else f"{s.family}-{s.name}"): s for s in (TINY, BENCH, BENCH_60M, LLAVA_7B, GEMMA3_TINY, QWEN25VL_TINY)}
 
 
 def main(argv: list[str] | None = None) -> int:
