@@ -347,18 +347,22 @@ def part_stock_handler(model: tuple[Path, Path], settings: Settings, picture: by
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Llava15ChatHandler
 
+    from bot.engine.cpu_repack import decide, model_params_patch
     from bot.engine.projector import read_projector
+    from bot.engine.tiny import default_cache_dir
 
     prepared = prepare_image(picture, image_limits(settings, read_projector(model[1])))
-    llm = Llama(
-        model_path=str(model[0]),
-        chat_handler=Llava15ChatHandler(clip_model_path=str(model[1]), verbose=False),
-        n_ctx=settings.model.n_ctx,
-        n_gpu_layers=settings.model.n_gpu_layers,
-        n_threads=settings.model.n_threads,
-        seed=0,
-        verbose=False,
-    )
+    repack = decide(settings.model.cpu_repack, settings.cache_dir or default_cache_dir())
+    with model_params_patch(repack.repack):  # the same CPU weights as the bot's engine
+        llm = Llama(
+            model_path=str(model[0]),
+            chat_handler=Llava15ChatHandler(clip_model_path=str(model[1]), verbose=False),
+            n_ctx=settings.model.n_ctx,
+            n_gpu_layers=settings.model.n_gpu_layers,
+            n_threads=settings.model.n_threads,
+            seed=0,
+            verbose=False,
+        )
     times = []
     try:
         for _ in range(3):

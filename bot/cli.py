@@ -201,6 +201,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         _row("text model ran on", info.text_backend)
         _row("CLIP ran on", info.clip_backend)
         _row("chat template", info.template)
+        if engine.repack is not None:
+            _row("CPU weights", engine.repack.line())
         slots = engine.parallel
         _row(
             "KV cache",

@@ -69,6 +69,10 @@ class ModelSettings(_Section):
     # one thread). n_ctx is each conversation's context: the KV cache holds
     # parallel x n_ctx tokens, so its memory grows with parallel.
     parallel: int = Field(1, ge=1, le=64)
+    # llama.cpp's repacking of CPU-resident weights (AMX on CPUs that have it):
+    # "auto" keeps it unless a probe finds that the AMX kernels crash here
+    # (bot.engine.cpu_repack); true/false decide without a probe.
+    cpu_repack: Literal["auto"] | bool = "auto"
 
     @field_validator("path", "mmproj")
     @classmethod

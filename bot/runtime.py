@@ -54,7 +54,7 @@ def build_engine(settings: Settings, files: ModelFiles | None = None) -> LlamaCp
 
     files = files or resolve_model(settings)
     model = settings.model.model_copy(update={"path": files.path, "mmproj": files.mmproj})
-    return LlamaCppEngine.from_settings(model, image_max_tokens=settings.images.max_image_tokens)
+    return LlamaCppEngine.from_settings(model, image_max_tokens=settings.images.max_image_tokens, cache_dir=settings.cache_dir)
 
 
 def image_limits(settings: Settings, projector: Projector | None = None) -> ImageLimits:
@@ -114,6 +114,10 @@ class Runtime:
         """Load and warm the model (in a thread), then start the consumer."""
         if self._started:
             return
+        for engine in self.engines:  # native start-up on this (the main) thread, then load in workers
+            init = getattr(engine, "init_native", None)
+            if init is not None:
+                init()
         await asyncio.gather(*(asyncio.to_thread(engine.load) for engine in self.engines))
         await self.queue.start()
         self._started = True

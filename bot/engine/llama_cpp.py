@@ -49,9 +49,12 @@ from bot.engine.base import (
     TextSink,
     VisionRequest,
 )
+from bot.engine.cpu_repack import CpuRepack, RepackDecision, model_params_patch
+from bot.engine.cpu_repack import decide as decide_repack
 from bot.engine.prefix_cache import TEXT, PrefixCache, cached_tokens, layout
 from bot.engine.projector import Projector, read_projector
 from bot.engine.templates import NAMED_FORMATS, ChatTemplate, Renderer, choose
+from bot.engine.tiny import default_cache_dir
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("llava_bot.llama_cpp")
@@ -111,6 +114,30 @@ class _NativeLogs:
         """The lines logged after ``mark`` (as many as are still kept)."""
         new = min(self.count - mark, len(self.lines))
         return list(self.lines)[len(self.lines) - new :] if new > 0 else []
+
+
+_native_ready = False
+
+
+def init_native() -> None:
+    """Initialise llama.cpp's backends and devices (CUDA's among them) once, before anything else.
+
+    Call it on the main thread before loading in a worker thread.  On the one
+    GPU machine tried (an H200 under gVisor), ``doctor``, which queried the
+    devices first, loaded and answered, while ``ask`` and ``bench``, whose
+    first llama.cpp call was the model load (its output redirected, our log
+    callback installed), died with SIGSEGV during that load; this puts every
+    path in doctor's order.  Cheap when already done.
+    """
+    global _native_ready
+    if _native_ready:
+        return
+    import llama_cpp
+
+    llama_cpp.llama_backend_init()
+    llama_cpp.llama_supports_gpu_offload()  # registers the devices: CUDA initialises here
+    llama_cpp.llama_print_system_info()
+    _native_ready = True
 
 
 @dataclass(slots=True)
@@ -181,6 +208,8 @@ class LlamaCppEngine:
         image_max_tokens: int | None = None,
         name: str = "local",
         parallel: int = 1,
+        cpu_repack: CpuRepack = "auto",
+        cache_dir: Path | None = None,
     ) -> None:
         if chat_format != "auto" and chat_format not in NAMED_FORMATS:
             raise ValueError(f"unknown chat format {chat_format!r}; known: auto, {', '.join(NAMED_FORMATS)}")
@@ -197,6 +226,10 @@ class LlamaCppEngine:
         self.image_max_tokens = image_max_tokens
         #: conversations decoded together (see :mod:`bot.engine.batched`); 1: the single path
         self.parallel = max(1, int(parallel))
+        #: model.cpu_repack, and what it came to at load (see bot.engine.cpu_repack)
+        self.cpu_repack = cpu_repack
+        self.cache_dir = cache_dir
+        self.repack: RepackDecision | None = None
         self._batched: Any = None
         self._cache = PrefixCache()
         self._projector: Projector | None = None
@@ -213,9 +246,12 @@ class LlamaCppEngine:
         self.warmup_answer: Answer | None = None
 
     @classmethod
-    def from_settings(cls, model: Any, *, image_max_tokens: int | None = None, name: str = "local") -> LlamaCppEngine:
+    def from_settings(
+        cls, model: Any, *, image_max_tokens: int | None = None, name: str = "local", cache_dir: Path | None = None
+    ) -> LlamaCppEngine:
         """Build from :class:`bot.config.ModelSettings` whose paths are resolved
-        (``image_max_tokens``: ``images.max_image_tokens``)."""
+        (``image_max_tokens``: ``images.max_image_tokens``; ``cache_dir``: where
+        the CPU repacking verdict is kept, default the tiny models' folder)."""
         return cls(
             model.path,
             model.mmproj,
@@ -230,6 +266,8 @@ class LlamaCppEngine:
             image_max_tokens=image_max_tokens,
             name=name,
             parallel=getattr(model, "parallel", 1),
+            cpu_repack=getattr(model, "cpu_repack", "auto"),
+            cache_dir=cache_dir,
         )
 
     # -- Engine protocol ---------------------------------------------------------
@@ -282,6 +320,10 @@ class LlamaCppEngine:
     def loaded(self) -> bool:
         return self._llama is not None
 
+    def init_native(self) -> None:
+        """See :func:`init_native` (the runtime calls it on the main thread before :meth:`load`)."""
+        init_native()
+
     def load(self) -> None:
         if self._llama is not None:
             return
@@ -289,25 +331,29 @@ class LlamaCppEngine:
         import llama_cpp.mtmd_cpp as mtmd_cpp
 
         started = time.perf_counter()
-        self._logs = _NativeLogs.install()
-        mark = self._logs.mark()
+        init_native()
         for path in (self.model_path, self.mmproj_path):
             if not path.is_file():
                 raise EngineError(f"model file not found: {path}")
         projector = self.projector
+        self.repack = decide_repack(self.cpu_repack, self.cache_dir or default_cache_dir())
+        (log.info if self.repack.repack else log.warning)("CPU weights: %s", self.repack.line())
+        self._logs = _NativeLogs.install()
+        mark = self._logs.mark()
         log.info("loading %s + %s (%s projector)", self.model_path.name, self.mmproj_path.name, projector.kind)
         try:
-            self._llama = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_gpu_layers=self.n_gpu_layers,
-                # with parallel slots this context only serves the vocabulary: the
-                # batched context (bot.engine.batched) holds the conversations
-                n_ctx=self.n_ctx if self.parallel == 1 else 256,
-                n_batch=self.n_batch,
-                n_threads=self.n_threads,
-                seed=self.seed,
-                verbose=False,
-            )
+            with model_params_patch(self.repack.repack):
+                self._llama = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_gpu_layers=self.n_gpu_layers,
+                    # with parallel slots this context only serves the vocabulary: the
+                    # batched context (bot.engine.batched) holds the conversations
+                    n_ctx=self.n_ctx if self.parallel == 1 else 256,
+                    n_batch=self.n_batch,
+                    n_threads=self.n_threads,
+                    seed=self.seed,
+                    verbose=False,
+                )
         except ValueError as exc:
             raise EngineError(f"could not load the text model {self.model_path}: {exc}") from exc
         self._mtmd = mtmd_cpp
