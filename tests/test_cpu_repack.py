@@ -38,7 +38,7 @@ def test_probe_tells_a_dying_child_from_a_working_one(tmp_path: Path) -> None:
     segv = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
     assert probe(tmp_path, command=segv) == "crashes"
     assert probe(tmp_path, command=[sys.executable, "-c", "print('probe ok (64 tokens)')"]) == "works"
-    assert probe(tmp_path, command=[sys.executable, "-c", "raise SystemExit(3)"]) == "crashes"
+    assert probe(tmp_path, command=[sys.executable, "-c", "raise SystemExit(3)"]) == "failed"  # not a crash: no verdict
 
 
 def test_a_set_value_never_probes(tmp_path: Path, fresh, monkeypatch: pytest.MonkeyPatch) -> None:

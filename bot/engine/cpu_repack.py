@@ -61,7 +61,7 @@ class RepackDecision:
     repack: bool
     amx_cpu: bool
     amx_build: bool
-    #: "setting", "no-amx-cpu", "no-amx-build", "works", "crashes", "timeout"
+    #: "setting", "no-amx-cpu", "no-amx-build", "works", "crashes", "timeout", "failed"
     reason: str
     cached: bool = False
 
@@ -78,6 +78,8 @@ class RepackDecision:
             return f"AMX: present and works here{how}; {state}"
         if self.reason == "timeout":
             return f"AMX: present, its probe hung here{how}; {state}"
+        if self.reason == "failed":
+            return f"AMX: present, its probe could not run; {state} to be safe"
         return f"AMX: present but crashes here{how}; {state}"
 
 
@@ -147,7 +149,9 @@ def probe(cache_dir: Path, command: list[str] | None = None) -> str:
     ``command`` replaces the child's command line (tests); it must print
     "probe ok" and exit 0 to count as working.
     """
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the CPU's kernels, not the GPU's
+    # the CPU's kernels, not the GPU's; this very copy of the bot package
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     started = time.perf_counter()
     try:
         done = subprocess.run(
@@ -164,10 +168,12 @@ def probe(cache_dir: Path, command: list[str] | None = None) -> str:
     if done.returncode == 0 and "probe ok" in done.stdout:
         log.info("AMX probe: works here (%.2f s)", took)
         return "works"
-    how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
     tail = (done.stderr or "").strip().splitlines()[-1:] or [""]
-    log.warning("AMX probe: the child process died (%s) in %.2f s %s", how, took, tail[0][:200])
-    return "crashes"
+    if done.returncode < 0:
+        log.warning("AMX probe: the child process died (signal %d) in %.2f s", -done.returncode, took)
+        return "crashes"
+    log.warning("AMX probe: could not run (exit status %d): %s", done.returncode, tail[0][:200])
+    return "failed"
 
 
 _decided: dict[tuple[str, str], RepackDecision] = {}
@@ -193,7 +199,8 @@ def decide(setting: CpuRepack, cache_dir: Path) -> RepackDecision:
         cached = verdict is not None
         if verdict is None:
             verdict = probe(cache_dir)
-            _write_cache(cache, key, verdict)
+            if verdict != "failed":  # a probe that could not run is tried again next start
+                _write_cache(cache, key, verdict)
         decision = RepackDecision(verdict == "works", True, True, verdict, cached)
         _decided[(key, str(cache_dir))] = decision
         return decision
