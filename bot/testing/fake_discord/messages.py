@@ -268,7 +268,25 @@ class MessagesMixin:
     async def _post_message(self, rec: RecordedRequest, cid: str) -> web.Response:
         channel_id = int(self._channel(cid)["id"])
         data = rec.json if isinstance(rec.json, dict) else {}
+        nonce = data.get("nonce")
+        if nonce is not None and len(str(nonce)) > 25:
+            raise _form_error("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+        if nonce is not None and data.get("enforce_nonce") and self.honour_nonces:
+            earlier = self.nonces.get(str(nonce))
+            if earlier is not None and time.monotonic() - earlier[1] <= self.nonce_window_s:
+                # Discord: the same author's create with the same nonce within the window
+                # returns the message already created; if that one was deleted, 404 10008
+                kept = self.messages.get(earlier[0])
+                if kept is None:
+                    raise _ApiError(404, 10008, "Unknown Message")
+                self.nonce_hits.append({"nonce": str(nonce), "id": earlier[0], "time": time.monotonic()})
+                self._notify()
+                return self._json(self._rest_message(kept))
         msg = self._bot_message_from_payload(channel_id, data, rec.files)
+        if nonce is not None:
+            msg["nonce"] = str(nonce)
+            if data.get("enforce_nonce"):
+                self.nonces[str(nonce)] = (int(msg["id"]), time.monotonic())
         self._record_sent(msg, "channel", data, rec.files)
         self._echo("MESSAGE_CREATE", msg)
         return self._json(self._rest_message(msg))

@@ -58,7 +58,15 @@ class FailureRule:
     global_: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: answer the request normally, then drop the connection before the response is read
+    #: (the request landed; the client sees a network error)
+    drop_response: bool = False
+    #: answer the request normally, but hold the response this long first (a kill -9 meanwhile:
+    #: the request landed, the client never learned its answer)
+    hold_response_s: float = 0.0
     hits: int = 0
+    #: requests carried out whose response is being (or was) held
+    held: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.times <= 0:

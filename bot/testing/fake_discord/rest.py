@@ -90,6 +90,13 @@ class RestMixin:
         except Exception as exc:  # noqa: BLE001 - surface fake bugs as 500 with the message
             response = self._json({"message": f"fake discord error: {exc!r}", "code": 0}, status=500)
         rec.status = response.status
+        if self.ratelimit_headers and response.status < 400 and "X-RateLimit-Remaining" not in response.headers:
+            # as Discord sends them while a bucket is far from its limit: discord.py then lets
+            # several requests to one bucket run at once (without them it sends them one by one)
+            response.headers["X-RateLimit-Limit"] = "50"
+            response.headers["X-RateLimit-Remaining"] = "49"
+            response.headers["X-RateLimit-Reset-After"] = "1.000"
+            response.headers["X-RateLimit-Bucket"] = re.sub(r"\d+", "N", f"{method} {path}")
         self._notify()
         return response
 
@@ -101,6 +108,21 @@ class RestMixin:
             if rule.status is not None:
                 rec.injected = True
                 return self._failure_response(rule)
+            if rule.hold_response_s:
+                response = await self._route(rec, request)  # it lands...
+                rule.held += 1
+                self._notify()
+                await asyncio.sleep(rule.hold_response_s)  # ...and its answer waits
+                return response
+            if rule.drop_response:
+                await self._route(rec, request)  # it lands...
+                rec.injected = True
+                if request.transport is not None:
+                    request.transport.abort()  # ...and the answer never arrives
+                raise ConnectionResetError("fake discord dropped the response")
+        return await self._route(rec, request)
+
+    async def _route(self, rec: RecordedRequest, request: web.Request) -> web.StreamResponse:
         for method, pattern, handler, needs_auth in self._routes:
             if method != rec.method:
                 continue

@@ -54,6 +54,14 @@ class FakeDiscord(
         self.interaction_token_lifetime: float | None = 900.0  # follow-ups after this: 401 50027
         self.attachment_size_limit = 10 * 1024 * 1024  # sent in interactions
         self.upload_limit = 10 * 1024 * 1024  # bot uploads above this: 413 40005
+        #: how long Discord remembers an enforced nonce (undocumented: "a few minutes");
+        #: 0 simulates a restart that took longer than that
+        self.nonce_window_s = 300.0
+        #: False: a server that ignores nonces (every create makes a message)
+        self.honour_nonces = True
+
+        #: send Discord's rate-limit headers (a bucket far from its limit) on successful answers
+        self.ratelimit_headers = True
 
         # model
         self.users: dict[int, dict[str, Any]] = {}
@@ -62,6 +70,10 @@ class FakeDiscord(
         self.channels: dict[int, dict[str, Any]] = {}  # guild and DM channels
         self.guild: dict[str, Any] = {}
         self.messages: dict[int, dict[str, Any]] = {}  # every message by id (user and bot)
+        #: enforced nonces of bot-created messages: nonce -> (message id, when)
+        self.nonces: dict[str, tuple[int, float]] = {}
+        #: creates answered with the message an earlier create with the same nonce made
+        self.nonce_hits: list[dict[str, Any]] = []
         self.commands: dict[int | None, list[dict[str, Any]]] = {None: []}  # None: global; else guild id
         self.interactions: dict[int, FakeInteraction] = {}
         self._build_model()
@@ -196,6 +208,25 @@ class FakeDiscord(
 
         return await self.wait_until(find, timeout, "a sent message")
 
+    async def wait_for_final(
+        self, predicate: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 15.0, *, start: int = 0
+    ) -> dict[str, Any]:
+        """Like :meth:`wait_for_sent`, then wait until that message is final: the bot streams
+        answers (create, edits with a cursor, a last edit), and a place-in-line note is edited
+        into the answer.  Returns the message's last record, with the creating record's
+        ``via`` and ``message_reference`` (an edit carries neither)."""
+        created = await self.wait_for_sent(predicate, timeout, start=start)
+        message_id = created["id"]
+
+        def done() -> dict[str, Any] | None:
+            latest = next((s for s in reversed(self.sent) if s["id"] == message_id), created)
+            content = latest["content"]
+            if content.endswith("\u258c") or content.startswith("\u23f3"):  # the cursor, a place-in-line note
+                return None
+            return {**latest, "via": created["via"], "message_reference": created["message_reference"], "created": created}
+
+        return await self.wait_until(done, timeout, "a final reply")
+
     async def wait_for_request(
         self, method: str, path_regex: str, timeout: float = 10.0, *, start: int = 0
     ) -> RecordedRequest:
@@ -219,6 +250,10 @@ class FakeDiscord(
 
     def sent_to(self, channel_id: int) -> list[dict[str, Any]]:
         return [s for s in self.sent if s["channel_id"] == channel_id]
+
+    def created_in(self, channel_id: int) -> list[dict[str, Any]]:
+        """The messages the bot created in a channel (each once, not its edits)."""
+        return [s for s in self.sent_to(channel_id) if s["via"] != "edit"]
 
     def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
         pattern = re.compile(path_regex)
@@ -267,6 +302,20 @@ class FakeDiscord(
     def delay_next(self, method: str, path_regex: str, seconds: float, times: int | None = 1) -> FailureRule:
         """Delay the next matching requests by ``seconds``, then answer them normally."""
         rule = FailureRule(method=method.upper(), pattern=re.compile(path_regex), status=None, times=times, delay=seconds)
+        self.failures.append(rule)
+        return rule
+
+    def drop_response_next(self, method: str, path_regex: str, times: int | None = 1) -> FailureRule:
+        """Carry out the next matching requests, then drop the connection before answering:
+        the request landed, the client sees a network error (and may retry it)."""
+        rule = FailureRule(method=method.upper(), pattern=re.compile(path_regex), status=None, times=times, drop_response=True)
+        self.failures.append(rule)
+        return rule
+
+    def hold_response_next(self, method: str, path_regex: str, seconds: float = 60.0, times: int | None = 1) -> FailureRule:
+        """Carry out the next matching requests at once but hold their responses ``seconds``:
+        kill the bot meanwhile and the request landed without the bot learning its answer."""
+        rule = FailureRule(method=method.upper(), pattern=re.compile(path_regex), status=None, times=times, hold_response_s=seconds)
         self.failures.append(rule)
         return rule
 
