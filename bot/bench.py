@@ -204,7 +204,7 @@ async def part_overhead(runtime: Runtime, pictures: list[bytes], max_tokens: int
     bot_wall: list[float] = []
     bot_engine: list[float] = []
     try:
-        async with loopback_bot(runtime) as (fake, _):
+        async with loopback_bot(runtime, stream=False) as (fake, _):  # the final reply alone; part 7 streams
             with lag.running():
                 for i, data in enumerate(pictures):
                     att = fake.add_attachment(f"bench{i}.jpg", data)

@@ -154,6 +154,11 @@ class StateSettings(_Section):
     max_crashes: int = Field(2, ge=1)
     # Jobs older than this are not replayed (Discord's attachment links expire after about 24 h).
     replay_max_age_s: float = Field(20 * 3600.0, gt=0)
+    # Before replaying, the bot reads each channel's messages from the oldest
+    # leftover question on (at most this many, 100 a request) to find replies
+    # it already made: a complete one is not sent again, a note or partial
+    # text is edited into the answer.
+    replay_history_limit: int = Field(1000, ge=0, le=100_000)
 
 
 DISCORD_CDN_HOSTS = ["cdn.discordapp.com", "media.discordapp.net"]

@@ -1,16 +1,31 @@
 """Where an answer goes, and getting it there: the repliers.
 
 A :class:`Replier` shows a job's place in line at once and later posts the
-final reply (the answer parts, or one refusal or error line).  Delivery is
-resumable: parts already posted are not posted again when
-:func:`deliver_safely` retries after a network error.  Every message allows no
-mentions: model output can contain ``@everyone``.
+final reply (the answer parts, or one refusal or error line).  Every message
+allows no mentions: model output can contain ``@everyone``.
+
+Exactly one set of messages per reply, by design rather than by timing:
+
+* **One message per part.**  The note, the streamed words and the final
+  text of a part are the same message.  Every create and edit of a reply
+  runs under the reply's lock, so a part's create in flight is awaited, not
+  raced, by the next edit; a note never overwrites words already shown.
+* **Idempotent creates.**  Each message the bot creates for a job carries a
+  nonce derived from the job and the part (:func:`nonce_key`), the same on
+  every retry and after a restart: Discord answers a repeated create within
+  its nonce window with the message already made, which is then edited to
+  the text wanted.  A 404 "Unknown Message" for such a nonce means that
+  message was deleted: the part is posted again under a fresh nonce.
+* **Resumable.**  Parts already delivered are not posted again when
+  :func:`deliver_safely` retries; parts left over from a longer reply (or
+  adopted from an earlier run, see :meth:`_PartsReplier.adopt`) are deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -35,14 +50,21 @@ INTERACTION_TOKEN_LIFE_S = 14 * 60
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
+def nonce_key(*parts: object) -> str:
+    """16 characters naming one reply (a job, a refusal): its messages' nonces start with it."""
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
 class Undeliverable(Exception):
     """There is nowhere to post this job's answer."""
 
 
 class Replier(Protocol):
-    async def placeholder(self, text: str) -> int | None:
+    async def placeholder(self, text: str, *, over_text: bool = False) -> int | None:
         """Say at once that the job waits in line (later replaced by the answer).
-        Returns the id of the message posted, if one was."""
+        Returns the id of the message posted, if one was.  A note never replaces
+        streamed text unless ``over_text`` (the bot stops: the partial answer
+        gives way to the "restarting" note)."""
 
     async def show(self, index: int, text: str) -> int | None:
         """Show ``text`` as part ``index`` of the reply while the answer streams in
@@ -55,41 +77,104 @@ class Replier(Protocol):
 
 class _PartsReplier:
     """A reply made of messages, part 0 first: shown (created or edited) while the
-    answer streams, then edited into the final parts.  Resumable: a retried
-    ``deliver`` does not post again what it already finished."""
+    answer streams, then edited into the final parts (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, nonce: str = "") -> None:
         self._messages: list[object | None] = []
         self._final = 0
+        self._lock = asyncio.Lock()
+        #: the reply's nonce key ("": Discord.py's random nonces, no dedup)
+        self._nonce = nonce
+        self._nonce_gen: dict[int, int] = {}
+        #: the streamed text has been shown (a note must not replace it)
+        self.shown_text = False
 
-    async def _create(self, index: int, text: str) -> object: ...
+    async def _create(self, index: int, text: str, nonce: str | None) -> object: ...
 
     async def _edit(self, handle: object, index: int, text: str) -> None: ...
 
-    async def _put(self, index: int, text: str, *, recreate: bool = True) -> object:
-        handle = self._messages[index] if index < len(self._messages) else None
-        if handle is not None:
-            try:
-                await self._edit(handle, index, text)
-                return handle
-            except discord.NotFound:
-                if not recreate:
-                    raise
-                log.info("part %d of a reply was deleted; posting it again", index)
-        handle = await self._create(index, text)
-        while len(self._messages) <= index:
-            self._messages.append(None)
-        self._messages[index] = handle
+    async def _delete(self, handle: object) -> None: ...
+
+    def nonce_for(self, index: int) -> str | None:
+        """Part ``index``'s nonce (at most 25 characters, as Discord allows)."""
+        if not self._nonce:
+            return None
+        gen = self._nonce_gen.get(index, 0)
+        return f"{self._nonce}{index:x}" + (f"r{gen}" if gen else "")
+
+    def adopt(self, handles: list[object]) -> None:
+        """Take messages an earlier run posted for this reply as its parts, in order."""
+        for index, handle in enumerate(handles):
+            while len(self._messages) <= index:
+                self._messages.append(None)
+            if self._messages[index] is None:
+                self._messages[index] = handle
+
+    @property
+    def message_ids(self) -> list[int]:
+        return [m.id for m in self._messages if m is not None and isinstance(getattr(m, "id", None), int)]  # type: ignore[attr-defined]
+
+    async def _create_part(self, index: int, text: str) -> object:
+        try:
+            handle = await self._create(index, text, self.nonce_for(index))
+        except discord.NotFound as exc:
+            if exc.code != 10008 or not self._nonce:
+                raise
+            # the message an earlier create with this nonce made was deleted: a fresh nonce
+            log.info("part %d of a reply was deleted; posting it again", index)
+            self._nonce_gen[index] = self._nonce_gen.get(index, 0) + 1
+            handle = await self._create(index, text, self.nonce_for(index))
+        content = getattr(handle, "content", None)
+        if isinstance(content, str) and content != text:
+            # Discord returned the message an earlier create with this nonce made
+            # (a note, partial text): make it this text
+            await self._edit(handle, index, text)
         return handle
+
+    async def _put(self, index: int, text: str, *, recreate: bool = True, keep_shown: bool = False) -> object:
+        async with self._lock:
+            handle = self._messages[index] if index < len(self._messages) else None
+            if handle is not None:
+                if keep_shown and self.shown_text:
+                    return handle
+                try:
+                    await self._edit(handle, index, text)
+                    return handle
+                except discord.NotFound:
+                    if not recreate:
+                        raise
+                    log.info("part %d of a reply was deleted; posting it again", index)
+            handle = await self._create_part(index, text)
+            while len(self._messages) <= index:
+                self._messages.append(None)
+            self._messages[index] = handle
+            return handle
 
     async def show(self, index: int, text: str) -> int | None:
         # a deleted message is not posted again while streaming (NotFound): the final text is
-        return getattr(await self._put(index, text, recreate=False), "id", None)
+        handle = await self._put(index, text, recreate=False)
+        self.shown_text = True
+        return getattr(handle, "id", None)
 
     async def deliver(self, parts: list[str]) -> None:
         while self._final < len(parts):
             await self._put(self._final, parts[self._final])
             self._final += 1
+        await self._trim(len(parts))
+
+    async def _trim(self, keep: int) -> None:
+        """Delete the messages beyond the final reply's parts (a longer partial or an earlier run's)."""
+        async with self._lock:
+            extra, self._messages = self._messages[keep:], self._messages[:keep]
+        for handle in extra:
+            if handle is None:
+                continue
+            try:
+                await self._delete(handle)
+            except discord.NotFound:
+                pass
+            except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+                log.warning("could not delete a left-over part of a reply: %s", exc)
 
 
 class MessageReplier(_PartsReplier):
@@ -101,26 +186,32 @@ class MessageReplier(_PartsReplier):
         *,
         show_place: bool = True,
         note_id: int | None = None,
+        nonce: str = "",
     ) -> None:
-        super().__init__()
+        super().__init__(nonce)
         self.message = message
         self.show_place = show_place
         if note_id is not None:  # a replayed job: its old note becomes the answer
             self._messages.append(message.channel.get_partial_message(note_id))  # type: ignore[union-attr]
 
-    async def _create(self, index: int, text: str) -> discord.Message:
+    async def _create(self, index: int, text: str, nonce: str | None) -> discord.Message:
         # fail_if_not_exists=False: if the question was deleted meanwhile,
         # Discord posts the answer without the reference instead of failing.
         reference = self.message.to_reference(fail_if_not_exists=False)
-        return await self.message.channel.send(text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS)
+        return await self.message.channel.send(
+            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS, nonce=nonce
+        )
 
     async def _edit(self, handle: object, index: int, text: str) -> None:
         await handle.edit(content=text, allowed_mentions=NO_MENTIONS)  # type: ignore[attr-defined]
 
-    async def placeholder(self, text: str) -> int | None:
+    async def _delete(self, handle: object) -> None:
+        await handle.delete()  # type: ignore[attr-defined]
+
+    async def placeholder(self, text: str, *, over_text: bool = False) -> int | None:
         if not self.show_place:
             return None
-        note = await self._put(0, text)
+        note = await self._put(0, text, keep_shown=not over_text)  # never over words streamed meanwhile
         return note.id  # type: ignore[attr-defined]
 
 
@@ -129,22 +220,26 @@ class ChannelReplier(_PartsReplier):
     (moderation log captions; answers to interactions too old to follow up).
     Only the final text goes here: no notes, no streaming."""
 
-    def __init__(self, channel: discord.abc.Messageable, head: str) -> None:
-        super().__init__()
+    def __init__(self, channel: discord.abc.Messageable, head: str, nonce: str = "") -> None:
+        super().__init__(nonce)
         self.channel = channel
         self.head = head
 
-    async def placeholder(self, text: str) -> int | None:
+    async def placeholder(self, text: str, *, over_text: bool = False) -> int | None:
         return None
 
     async def show(self, index: int, text: str) -> int | None:
         return None
 
-    async def _create(self, index: int, text: str) -> discord.Message:
-        return await self.channel.send(text, allowed_mentions=NO_MENTIONS)
+    async def _create(self, index: int, text: str, nonce: str | None) -> discord.Message:
+        return await self.channel.send(text, allowed_mentions=NO_MENTIONS, nonce=nonce)
 
     async def _edit(self, handle: object, index: int, text: str) -> None:
-        raise AssertionError("a channel reply is never edited")
+        # only when Discord answered a repeated create (same nonce) with the message made before
+        await handle.edit(content=text, allowed_mentions=NO_MENTIONS)  # type: ignore[attr-defined]
+
+    async def _delete(self, handle: object) -> None:
+        await handle.delete()  # type: ignore[attr-defined]
 
     async def deliver(self, parts: list[str]) -> None:
         if self.head:
@@ -159,29 +254,43 @@ ORIGINAL = "@original"
 class InteractionReplier(_PartsReplier):
     """Answers a deferred interaction: part 0 is its original response, later parts follow-ups.
 
-    The token's age is checked whenever something is posted: once it is too
-    old, the rest of the answer goes to the channel instead, headed with who asked."""
+    Part 0 is always the original response, edited (``PATCH @original`` is
+    idempotent: a replay edits it again, never adds a second answer); later
+    parts are follow-ups (webhooks take no nonce).  The token's age is checked
+    whenever something is posted: once it is too old, the rest of the answer
+    goes to the channel instead, headed with who asked."""
 
-    def __init__(self, client: discord.Client, spec: JobSpec, note_id: int | None = None) -> None:
-        super().__init__()
+    def __init__(self, client: discord.Client, spec: JobSpec, note_id: int | None = None, nonce: str = "") -> None:
+        super().__init__(nonce)
         assert spec.application_id is not None and spec.token is not None
         self.client = client
         self.spec = spec
         self.webhook = discord.Webhook.partial(spec.application_id, spec.token, client=client)
-        if note_id is not None:  # the original response shows a note that the answer replaces
-            self._messages.append(ORIGINAL)
+        self._messages.append(ORIGINAL)
         self._fallback: ChannelReplier | None = None
         self.original_id: int | None = None
 
     def expired(self) -> bool:
         return time.time() - self.spec.created >= INTERACTION_TOKEN_LIFE_S
 
-    async def _create(self, index: int, text: str) -> object:
-        if index == 0 and self._messages:  # streamed into the original response before
+    async def _create(self, index: int, text: str, nonce: str | None) -> object:
+        if index == 0:
             await self._edit(ORIGINAL, 0, text)
             return ORIGINAL
-        # the first follow-up fills in the deferred ("thinking…") response
         return await self.webhook.send(text, allowed_mentions=NO_MENTIONS, wait=True)
+
+    async def _delete(self, handle: object) -> None:
+        if handle != ORIGINAL:
+            await self.webhook.delete_message(handle.id)  # type: ignore[attr-defined]
+
+    async def original_text(self) -> str | None:
+        """What the original response says now (None if it cannot be read)."""
+        try:
+            message = await self.webhook.fetch_message(ORIGINAL)  # type: ignore[arg-type]
+        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            log.info("could not read an interaction's original response: %s", exc)
+            return None
+        return message.content
 
     async def _edit(self, handle: object, index: int, text: str) -> None:
         target = ORIGINAL if handle == ORIGINAL else handle.id  # type: ignore[attr-defined]
@@ -189,24 +298,24 @@ class InteractionReplier(_PartsReplier):
         if handle == ORIGINAL:
             self.original_id = message.id
 
-    async def placeholder(self, text: str) -> int | None:
-        return await self.show(0, text)
+    async def placeholder(self, text: str, *, over_text: bool = False) -> int | None:
+        if self.expired():
+            return None
+        await self._put(0, text, keep_shown=not over_text)  # never over words streamed meanwhile
+        return self.original_id
 
     async def show(self, index: int, text: str) -> int | None:
         if self.expired():
             return None
-        if index == 0:  # the deferred response (or its note) becomes part 0
-            await self._edit(ORIGINAL, 0, text)
-            self._messages[:1] = [ORIGINAL]
-            return self.original_id
-        return await super().show(index, text)
+        shown = await super().show(index, text)
+        return self.original_id if index == 0 else shown
 
     async def deliver(self, parts: list[str]) -> None:
         if self._fallback is None and self.expired():
             log.info("interaction of user %s is too old to follow up; answering in the channel", self.spec.user_id)
             channel = await messageable(self.client, self.spec.channel_id)
             head = late_head(self.spec.user_id, self.spec.source.filename) if self._final == 0 else ""
-            self._fallback = ChannelReplier(channel, head)
+            self._fallback = ChannelReplier(channel, head, nonce_key(self._nonce, "late") if self._nonce else "")
         if self._fallback is not None:
             await self._fallback.deliver(parts[self._final :])
             return
@@ -224,13 +333,19 @@ async def replier_for(
     client: discord.Client, spec: JobSpec, note_id: int | None = None
 ) -> tuple[Replier, discord.abc.Messageable | None]:
     """The replier for a job, and the channel to show "typing…" in (if any)."""
+    nonce = job_nonce(spec)
     if spec.kind == "interaction":
-        return InteractionReplier(client, spec, note_id), None
+        return InteractionReplier(client, spec, note_id, nonce), None
     channel = await messageable(client, spec.channel_id)
     if spec.kind == "message" and spec.message_id is not None:
         message = channel.get_partial_message(spec.message_id)  # type: ignore[attr-defined]
-        return MessageReplier(message, show_place=spec.show_place, note_id=note_id), channel
-    return ChannelReplier(channel, spec.head), None
+        return MessageReplier(message, show_place=spec.show_place, note_id=note_id, nonce=nonce), channel
+    return ChannelReplier(channel, spec.head, nonce), None
+
+
+def job_nonce(spec: JobSpec) -> str:
+    """The nonce key of a job's reply: the same for the job in every run (it comes from the journaled spec)."""
+    return nonce_key("job", spec.kind, spec.channel_id, spec.message_id, spec.token and spec.token[:16], spec.source.url, spec.lane, spec.created)
 
 
 async def deliver_safely(replier: Replier, parts: list[str], *, retries: int = 3, backoff_s: float = 0.5) -> bool:
@@ -267,10 +382,10 @@ async def deliver_safely(replier: Replier, parts: list[str], *, retries: int = 3
     return False
 
 
-async def post_note(replier: Replier, text: str) -> int | None:
+async def post_note(replier: Replier, text: str, *, over_text: bool = False) -> int | None:
     """Show a place-in-line (or restarting) note; a failure to do so is never fatal."""
     try:
-        return await replier.placeholder(text)
+        return await replier.placeholder(text, over_text=over_text)
     except (discord.HTTPException, *NETWORK_ERRORS) as exc:
         log.info("could not post a note (%s): %s", text, exc)
         return None

@@ -34,14 +34,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from bot.delivery import MessageReplier, Replier, deliver_safely, post_note, replier_for, typing_in
+from bot.delivery import InteractionReplier, MessageReplier, Replier, deliver_safely, nonce_key, post_note, replier_for, typing_in
 from bot.engine.base import Answer, EngineError
 from bot.images import ImageError, PreparedImage, check_declared_size
 from bot.in_flight import InFlight
 from bot.journal import Entry, Journal
 from bot.queue import JobCancelled, JobHandle, Lane, QueueClosed, Refused, Reservation
-from bot.reply import GAVE_UP, OUR_FAULT, friendly, parked_line, place_in_line, render_parts, split_text
-from bot.streaming import ReplyStream
+from bot.reply import BUSY_MARK, GAVE_UP, OUR_FAULT, WARN, friendly, parked_line, place_in_line, render_parts, split_text
+from bot.streaming import CURSOR, ReplyStream
 
 if TYPE_CHECKING:
     import aiohttp
@@ -122,6 +122,8 @@ class _Step:
     done_turn: asyncio.Event  # set when this one did
     #: only a message's first job shows a place in line (the others wait behind it)
     first: bool = True
+    #: a job an earlier run left: its messages found in the channel (oldest first) become its parts
+    adopted: list[Any] | None = None
 
 
 class Jobs:
@@ -182,7 +184,8 @@ class Jobs:
     async def refuse_message(self, message: discord.Message, reason: str) -> None:
         """Refuse a question before it becomes a job: one line to the asker, one log line."""
         started = time.perf_counter()
-        delivered = await deliver_safely(MessageReplier(message), [friendly(reason)])
+        replier = MessageReplier(message, nonce=nonce_key("refusal", message.channel.id, message.id))
+        delivered = await deliver_safely(replier, [friendly(reason)])
         outcome = "refused" if delivered else "undeliverable"
         log_job(self.outcomes, "message", message.author.id, message.channel.id, outcome, None, time.perf_counter() - started)
 
@@ -205,12 +208,20 @@ class Jobs:
         self._log(spec, outcome if delivered else "undeliverable", None, started)
 
     async def _run_group(
-        self, specs: Sequence[JobSpec], ids: Sequence[int | None], notes: Sequence[int | None], reservation: Reservation
+        self,
+        specs: Sequence[JobSpec],
+        ids: Sequence[int | None],
+        notes: Sequence[int | None],
+        reservation: Reservation,
+        adopted: Sequence[list[Any] | None] | None = None,
     ) -> list[Outcome]:
         turns = [asyncio.Event() for _ in range(len(specs) + 1)]
         turns[0].set()
         steps = [
-            _Step(spec, ids[i], notes[i], reservation, my_turn=turns[i], done_turn=turns[i + 1], first=i == 0)
+            _Step(
+                spec, ids[i], notes[i], reservation, my_turn=turns[i], done_turn=turns[i + 1], first=i == 0,
+                adopted=adopted[i] if adopted else None,
+            )
             for i, spec in enumerate(specs)
         ]
         try:
@@ -226,15 +237,25 @@ class Jobs:
         answer: Answer | None = None
         with self._pending.track():
             try:
-                replier, typing_channel = await replier_for(self.client, spec, step.note_id)
+                replier, typing_channel = await replier_for(self.client, spec, None if step.adopted else step.note_id)
+                if step.adopted and isinstance(replier, MessageReplier):
+                    replier.adopt(step.adopted)
             except Exception as exc:  # the channel is gone, no access, the network
                 log.warning("cannot answer job for user %s in channel %s, dropped: %s", spec.user_id, spec.channel_id, exc)
                 self._skip_turn(step)
                 outcome: Outcome = "undeliverable"
             else:
+                if step.adopted is not None and isinstance(replier, InteractionReplier):
+                    original = await replier.original_text()
+                    if original is not None and reply_state([original]) == "final":
+                        log.info("job %s was answered before the restart (its original response is final)", step.entry_id)
+                        self._skip_turn(step)
+                        await self._forget(step.entry_id)
+                        self._log(spec, "answered", None, started)
+                        return "answered"
                 outcome, parts, answer = await self._work(step, replier, typing_channel)
                 if outcome == "parked":  # the bot is stopping: answered after the restart
-                    note_id = await post_note(replier, parked_line())
+                    note_id = await post_note(replier, parked_line(), over_text=True)
                     if note_id is not None and note_id != step.note_id:
                         await self.journal.set_note(step.entry_id, note_id)
                     self._log(spec, outcome, None, started)
@@ -346,8 +367,9 @@ class Jobs:
         """Show the place in line (the message's first job only) and journal the note;
         while it waits, a crash is not this job's fault: it is active again once it starts."""
         await self.journal.mark_active(step.entry_id, False)
-        if step.first:
-            note_id = await post_note(replier, place_in_line(handle.position))
+        position = handle.current_position()
+        if step.first and position:  # a job that has started already needs no note
+            note_id = await post_note(replier, place_in_line(position))
             if note_id is not None and note_id != step.note_id:
                 await self.journal.set_note(step.entry_id, note_id)
 
@@ -391,13 +413,70 @@ class Jobs:
         if not entries:
             return
         log.info("answering %d job(s) left unanswered by the previous run", len(entries))
+        groups = [specs for group in _groups(entries) if (specs := await self._readable(group))]
+        found = await self._own_replies([spec for specs in groups for _, spec in specs])
         tasks: list[asyncio.Task[list[Outcome]]] = []
-        for group in _groups(entries):
-            specs = await self._readable(group)
-            task = await self._replay_group(specs) if specs else None
+        for specs in groups:
+            specs, adopted = await self._reconcile(specs, found)
+            task = await self._replay_group(specs, adopted) if specs else None
             if task is not None:
                 tasks.append(task)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _own_replies(self, specs: Sequence[JobSpec]) -> dict[int, list[Any]]:
+        """The bot's messages that reply to the leftover questions, by question id (oldest first).
+
+        Discord forgets a nonce after minutes and a restart can take longer, so
+        the replay asks Discord, not memory: one paged read per channel, from
+        the oldest leftover question on (``state.replay_history_limit``
+        messages at most)."""
+        import discord
+
+        first: dict[int, int] = {}
+        for spec in specs:
+            if spec.kind == "message" and spec.message_id is not None:
+                first[spec.channel_id] = min(first.get(spec.channel_id, spec.message_id), spec.message_id)
+        found: dict[int, list[Any]] = {}
+        me = self.client.user.id if self.client.user else None
+        for channel_id, oldest in first.items():
+            read = 0
+            try:
+                channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+                history = channel.history(limit=self.settings.state.replay_history_limit, after=discord.Object(oldest - 1), oldest_first=True)  # type: ignore[union-attr]
+                async for message in history:
+                    read += 1
+                    ref = message.reference
+                    if message.author.id == me and ref is not None and ref.message_id is not None:
+                        found.setdefault(ref.message_id, []).append(message)
+            except Exception as exc:  # no access, the channel is gone, the network: answer as before
+                log.warning("could not read channel %s to find replies made before the restart: %s", channel_id, exc)
+            log.info("read %d message(s) of channel %s to find replies made before the restart", read, channel_id)
+        return found
+
+    async def _reconcile(
+        self, specs: list[tuple[Entry, JobSpec]], found: dict[int, list[Any]]
+    ) -> tuple[list[tuple[Entry, JobSpec]], list[list[Any] | None]]:
+        """Cross off the jobs whose reply is already complete in Discord; give the others their messages."""
+        by_job = _assign(specs, found)
+        kept: list[tuple[Entry, JobSpec]] = []
+        adopted: list[list[Any] | None] = []
+        for (entry, spec), messages in zip(specs, by_job):
+            if spec.kind == "interaction":
+                kept.append((entry, spec))
+                adopted.append([])  # marks a replay: the original response is read before answering
+                continue
+            if messages and reply_state([m.content for m in messages]) == "final":
+                log.info("job %d was answered before the restart: not answering it again", entry.id)
+                for stale in messages[:-1]:  # a note or partial text beside the final reply
+                    if reply_state([stale.content]) != "final":
+                        with contextlib.suppress(Exception):
+                            await stale.delete()
+                await self._forget(entry.id)
+                self._log(spec, "answered", None, time.perf_counter())
+                continue
+            kept.append((entry, spec))
+            adopted.append(messages or None)
+        return kept, adopted
 
     async def _readable(self, group: list[Entry]) -> list[tuple[Entry, JobSpec]]:
         """The group's jobs that can still be answered; the others get their one line now."""
@@ -434,7 +513,9 @@ class Jobs:
         await self._forget(entry.id)
         self._log(spec, outcome, None, started)
 
-    async def _replay_group(self, specs: list[tuple[Entry, JobSpec]]) -> asyncio.Task[list[Outcome]] | None:
+    async def _replay_group(
+        self, specs: list[tuple[Entry, JobSpec]], adopted: list[list[Any] | None] | None = None
+    ) -> asyncio.Task[list[Outcome]] | None:
         """Wait for room in the queue (replays go through its limits), then start the group.
         None when the bot is stopping (the rows stay for the next start)."""
         lane = specs[0][1].lane
@@ -447,7 +528,7 @@ class Jobs:
             except Refused:
                 await asyncio.sleep(0.5)
         return asyncio.create_task(
-            self._run_group([s for _, s in specs], [e.id for e, _ in specs], [e.note_id for e, _ in specs], reservation)
+            self._run_group([s for _, s in specs], [e.id for e, _ in specs], [e.note_id for e, _ in specs], reservation, adopted)
         )
 
     async def close(self) -> None:
@@ -460,6 +541,53 @@ class Jobs:
 
     def _log(self, spec: JobSpec, outcome: str, answer: Answer | None, started: float) -> None:
         log_job(self.outcomes, spec.kind, spec.user_id, spec.channel_id, outcome, answer, time.perf_counter() - started)
+
+
+def reply_state(contents: Sequence[str]) -> Literal["none", "note", "partial", "final"]:
+    """How far a reply (its messages' texts, oldest first) got: a complete reply ends in
+    the footer or in one warning line, with no cursor and no place-in-line note."""
+    if not contents:
+        return "none"
+    last = contents[-1].rstrip()
+    if last.startswith(BUSY_MARK):
+        return "note"
+    if last.endswith(CURSOR.strip()):
+        return "partial"
+    lines = last.split("\n")
+    if any(line.startswith("-# ⏱") for line in lines) or any(line.startswith(WARN) for line in lines):
+        return "final"
+    return "partial"  # a part of a longer answer whose last part never came
+
+
+def _assign(specs: Sequence[tuple[Entry, JobSpec]], found: dict[int, list[Any]]) -> list[list[Any]]:
+    """Share the replies found for each question among its jobs (one per image).
+
+    A single job takes them all.  Several jobs of one message label their
+    replies: a labelled message starts that job's messages, an unlabelled
+    one continues the last job seen, and place-in-line notes belong to the first."""
+    out: list[list[Any]] = [[] for _ in specs]
+    by_question: dict[int, list[int]] = {}
+    for i, (_, spec) in enumerate(specs):
+        if spec.kind == "message" and spec.message_id is not None:
+            by_question.setdefault(spec.message_id, []).append(i)
+    for question, indexes in by_question.items():
+        messages = found.get(question, [])
+        if len(indexes) == 1:
+            out[indexes[0]] = list(messages)
+            continue
+        current = indexes[0]
+        for message in messages:
+            content = message.content or ""
+            if content.startswith(BUSY_MARK):
+                out[indexes[0]].append(message)
+                continue
+            for i in indexes:
+                label = specs[i][1].label
+                if label and content.startswith(label):
+                    current = i
+                    break
+            out[current].append(message)
+    return out
 
 
 def _groups(entries: Sequence[Entry]) -> list[list[Entry]]:

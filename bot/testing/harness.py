@@ -41,9 +41,8 @@ async def running_bot(
             "model": {"path": str(model_files[0]), "mmproj": str(model_files[1]), "n_ctx": 2048, "n_gpu_layers": 0},
             "generation": {"max_tokens": 16, "max_tokens_limit": 64},
             "images": {"allowed_hosts": [f"127.0.0.1:{fake.port}"]},
-            # Streamed edits are off unless a test asks for them: most tests (and bench's
-            # overhead figure) look at the final reply; tests/e2e/test_streaming.py streams.
-            "discord": {"api_base": fake.api_base, "gateway_url": fake.gateway_url, "sync_commands": True, "stream": False},
+            # The defaults users get (answers stream in); a test that needs streaming off says so.
+            "discord": {"api_base": fake.api_base, "gateway_url": fake.gateway_url, "sync_commands": True},
             "state": {"path": str(state_dir / "journal.sqlite3")},
         },
         settings_overrides,

@@ -78,13 +78,13 @@ async def test_mention_with_an_image_gets_one_reply_with_the_footer(fake: FakeDi
     bot, runtime = await llava()
     att = fake.add_attachment("house.jpg", jpeg_bytes())
     msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what is in this picture?", attachments=[att], mentions_bot=True)
-    reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
+    reply = await fake.wait_for_final(lambda s: s["channel_id"] == GENERAL_ID)
     assert ref(reply) == msg["id"]
     assert FOOTER.search(reply["content"]), reply["content"]
     assert_no_pings(reply)
     assert fake.typing  # "typing…" while the job ran
     await settle()
-    assert len(fake.sent_to(GENERAL_ID)) == 1  # the bot ignored its own echo
+    assert len(fake.created_in(GENERAL_ID)) == 1  # the bot ignored its own echo
     assert runtime.queue.stats().served == 1
 
 
@@ -93,10 +93,10 @@ async def test_reply_chain_follow_up_is_about_the_earlier_image(fake: FakeDiscor
     seen = record_requests(runtime)
     att = fake.add_attachment("cat.png", png_bytes())
     first_q = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what is this?", attachments=[att], mentions_bot=True)
-    first = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
+    first = await fake.wait_for_final(lambda s: s["channel_id"] == GENERAL_ID)
     # a reply to the bot's answer, no mention needed
     follow = await fake.user_message(ALICE_ID, GENERAL_ID, "and what colour is it?", reference_message_id=first["id"])
-    second = await fake.wait_for_sent(lambda s: ref(s) == follow["id"])
+    second = await fake.wait_for_final(lambda s: ref(s) == follow["id"])
     assert FOOTER.search(second["content"])
     assert len(seen) == 2
     assert seen[1].images == seen[0].images  # the same image
@@ -114,9 +114,9 @@ async def test_mention_in_a_reply_to_someone_elses_image(fake: FakeDiscord, llav
     att = fake.add_attachment("dog.jpg", jpeg_bytes(picture(colour=(250, 250, 0))))
     posted = await fake.user_message(BOB_ID, GENERAL_ID, "look at my dog", attachments=[att])
     await settle(0.2)
-    assert fake.sent_to(GENERAL_ID) == []  # not addressed to the bot
+    assert fake.created_in(GENERAL_ID) == []  # not addressed to the bot
     ask = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what breed?", mentions_bot=True, reference_message_id=posted["id"])
-    reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
+    reply = await fake.wait_for_final(lambda s: s["channel_id"] == GENERAL_ID)
     assert ref(reply) == ask["id"]
     assert len(seen) == 1 and seen[0].question == "what breed?" and seen[0].history == ()
     assert len(fake.downloads_of(att)) == 1
@@ -127,7 +127,7 @@ async def test_slash_ask_defers_and_follows_up(fake: FakeDiscord, llava) -> None
     seen = record_requests(runtime)
     att = fake.add_attachment("photo.jpg", jpeg_bytes())
     inter = await fake.slash_command(ALICE_ID, GENERAL_ID, "ask", {"image": att, "question": "What is it?", "max_tokens": 8})
-    follow = await fake.wait_for_sent(lambda s: s["via"] == "followup")
+    follow = await fake.wait_for_final(lambda s: s.get("original"))
     callbacks = [c for c in fake.callbacks if c["interaction_id"] == inter.id]
     assert callbacks[0]["type"] == 5  # deferred, thinking
     assert FOOTER.search(follow["content"])
@@ -144,7 +144,7 @@ async def test_caption_and_describe_image_menu(fake: FakeDiscord, llava) -> None
     seen = record_requests(runtime)
     att = fake.add_attachment("a.jpg", jpeg_bytes())
     await fake.slash_command(BOB_ID, GENERAL_ID, "caption", {"image": att})
-    first = await fake.wait_for_sent(lambda s: s["via"] == "followup")
+    first = await fake.wait_for_final(lambda s: s.get("original"))
     assert FOOTER.search(first["content"])
     assert seen[0].question == runtime.settings.moderation.caption_prompt
     assert seen[0].max_tokens == runtime.settings.moderation.caption_max_tokens
@@ -152,7 +152,7 @@ async def test_caption_and_describe_image_menu(fake: FakeDiscord, llava) -> None
     att2 = fake.add_attachment("b.png", png_bytes())
     target = await fake.user_message(BOB_ID, GENERAL_ID, "holiday", attachments=[att2])
     await fake.message_context_menu(ALICE_ID, GENERAL_ID, "Describe image", target["id"])
-    second = await fake.wait_for_sent(lambda s: s["via"] == "followup" and s["id"] != first["id"])
+    second = await fake.wait_for_final(lambda s: s.get("original") and s["id"] != first["id"])
     assert FOOTER.search(second["content"])
     assert seen[1].question == "Describe this image."
     assert len(fake.downloads_of(att2)) == 1
@@ -167,13 +167,13 @@ async def test_moderation_channel_images_get_captions(fake: FakeDiscord, llava, 
     att = fake.add_attachment("meme.jpg", jpeg_bytes(), channel_id=CAPTIONS_ID)
     posted = await fake.user_message(BOB_ID, CAPTIONS_ID, "", attachments=[att])
     if log_mode:
-        record = await fake.wait_for_sent(lambda s: s["channel_id"] == MOD_LOG_ID)
+        record = await fake.wait_for_final(lambda s: s["channel_id"] == MOD_LOG_ID)
         assert f"/channels/{fake.guild['id']}/{CAPTIONS_ID}/{posted['id']}" in record["content"]
         assert "meme.jpg" in record["content"]
         await settle(0.2)
-        assert fake.sent_to(CAPTIONS_ID) == []
+        assert fake.created_in(CAPTIONS_ID) == []
     else:
-        record = await fake.wait_for_sent(lambda s: s["channel_id"] == CAPTIONS_ID)
+        record = await fake.wait_for_final(lambda s: s["channel_id"] == CAPTIONS_ID)
         assert ref(record) == posted["id"]
     assert FOOTER.search(record["content"])
     assert_no_pings(record)
@@ -181,7 +181,7 @@ async def test_moderation_channel_images_get_captions(fake: FakeDiscord, llava, 
     other = fake.add_attachment("x.jpg", jpeg_bytes())
     await fake.user_message(BOB_ID, GENERAL_ID, "", attachments=[other])
     await settle(0.2)
-    assert fake.sent_to(GENERAL_ID) == [] and fake.downloads_of(other) == []
+    assert fake.created_in(GENERAL_ID) == [] and fake.downloads_of(other) == []
 
 
 async def test_refusals_for_bad_attachments(fake: FakeDiscord, llava) -> None:
@@ -194,7 +194,7 @@ async def test_refusals_for_bad_attachments(fake: FakeDiscord, llava) -> None:
     ]
     for att, line in cases:
         msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what?", attachments=[att], mentions_bot=True)
-        reply = await fake.wait_for_sent(lambda s, m=msg: ref(s) == m["id"])
+        reply = await fake.wait_for_final(lambda s, m=msg: ref(s) == m["id"])
         assert reply["content"] == line
         assert_no_pings(reply)
     assert fake.downloads_of(cases[0][0]) == []  # plainly not an image: never downloaded
@@ -203,7 +203,7 @@ async def test_refusals_for_bad_attachments(fake: FakeDiscord, llava) -> None:
     # and the next question is still answered
     good = fake.add_attachment("ok.jpg", jpeg_bytes())
     msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}>", attachments=[good], mentions_bot=True)
-    reply = await fake.wait_for_sent(lambda s: ref(s) == msg["id"])
+    reply = await fake.wait_for_final(lambda s: ref(s) == msg["id"])
     assert FOOTER.search(reply["content"])
 
 
@@ -220,11 +220,11 @@ async def test_full_queue_refuses_at_once_and_earlier_jobs_complete(fake: FakeDi
     assert place["content"] == "⏳ #1 in line" and ref(place) == msgs[1]["id"]
     att = fake.add_attachment("late.jpg", jpeg_bytes())
     late = await fake.user_message(CAROL_ID, GENERAL_ID, f"<@{BOT_ID}> me too", attachments=[att], mentions_bot=True)
-    refusal = await fake.wait_for_sent(lambda s: ref(s) == late["id"])
+    refusal = await fake.wait_for_final(lambda s: ref(s) == late["id"])
     assert refusal["content"] == "⚠️ The queue is full (1 waiting), please try again in a minute."
     assert runtime.queue.stats().served == 0  # refused while the others still wait
     gate.set()
-    first = await fake.wait_for_sent(lambda s: ref(s) == msgs[0]["id"])
+    first = await fake.wait_for_final(lambda s: ref(s) == msgs[0]["id"])
     assert FOOTER.search(first["content"])
     edited = await fake.wait_for_sent(lambda s: s["via"] == "edit" and s["id"] == place["id"] and "⏱" in s["content"])
     assert FOOTER.search(edited["content"])
@@ -245,11 +245,11 @@ async def test_no_mentions_even_when_the_model_writes_them(fake: FakeDiscord, ll
     engine.generate = generate
     att = fake.add_attachment("x.jpg", jpeg_bytes())
     await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}>", attachments=[att], mentions_bot=True)
-    reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
+    reply = await fake.wait_for_final(lambda s: s["channel_id"] == GENERAL_ID)
     assert reply["content"].startswith("@everyone @here")
     assert_no_pings(reply)
     await fake.slash_command(ALICE_ID, GENERAL_ID, "ask", {"image": fake.add_attachment("y.jpg", jpeg_bytes()), "question": "q"})
-    follow = await fake.wait_for_sent(lambda s: s["via"] == "followup")
+    follow = await fake.wait_for_final(lambda s: s.get("original"))
     assert_no_pings(follow)
 
 
@@ -265,7 +265,7 @@ async def test_direct_messages(fake: FakeDiscord, llava) -> None:
     bot, runtime = await llava()
     att = fake.add_attachment("dm.jpg", jpeg_bytes(), channel_id=DM_CHANNEL_ID)
     await fake.user_message(ALICE_ID, DM_CHANNEL_ID, "what is this?", attachments=[att])
-    reply = await fake.wait_for_sent(lambda s: s["channel_id"] == DM_CHANNEL_ID)
+    reply = await fake.wait_for_final(lambda s: s["channel_id"] == DM_CHANNEL_ID)
     assert FOOTER.search(reply["content"])
 
 
@@ -281,15 +281,16 @@ async def test_allowed_channels_and_several_images(fake: FakeDiscord, llava) -> 
     bot, runtime = await llava(discord={"allowed_channels": [GENERAL_ID], "max_images": 2})
     att = fake.add_attachment("c.jpg", jpeg_bytes(), channel_id=CAPTIONS_ID)
     msg = await fake.user_message(ALICE_ID, CAPTIONS_ID, f"<@{BOT_ID}>", attachments=[att], mentions_bot=True)
-    refusal = await fake.wait_for_sent(lambda s: s["channel_id"] == CAPTIONS_ID)
+    refusal = await fake.wait_for_final(lambda s: s["channel_id"] == CAPTIONS_ID)
     assert refusal["content"] == "⚠️ I don't answer in this channel."
     assert fake.downloads_of(att) == []
 
     atts = [fake.add_attachment(f"{i}.jpg", jpeg_bytes(picture(colour=(i * 60, 0, 0)))) for i in range(3)]
     msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> compare", attachments=atts, mentions_bot=True)
-    await fake.wait_until(lambda: len(fake.sent_to(GENERAL_ID)) == 2)
+    await fake.wait_until(lambda: len(fake.created_in(GENERAL_ID)) == 2)
+    await fake.wait_until(lambda: bot.jobs_in_flight == 0)
     await settle(0.3)
-    replies = fake.sent_to(GENERAL_ID)
+    replies = [{**r, "content": fake.messages[r["id"]]["content"]} for r in fake.created_in(GENERAL_ID)]  # as they ended
     assert len(replies) == 2
     assert replies[0]["content"].startswith("**Image 1 of 2** (0.jpg)")
     assert replies[1]["content"].startswith("**Image 2 of 2** (1.jpg)")
@@ -308,7 +309,7 @@ async def test_status_and_owner_only_sync(fake: FakeDiscord, llava) -> None:
     assert "test-token" not in text
 
     await fake.user_message(BOB_ID, GENERAL_ID, f"<@{BOT_ID}> sync", mentions_bot=True)
-    refused = await fake.wait_for_sent(lambda s: s["via"] == "channel")
+    refused = await fake.wait_for_final(lambda s: s["via"] == "channel")
     assert refused["content"] == "⚠️ Only the bot's owner or admins can do that."
     syncs_before = len(fake.requests_to("PUT", r"/applications/\d+/commands"))
     await fake.user_message(OWNER_ID, GENERAL_ID, f"<@{BOT_ID}> sync", mentions_bot=True)
@@ -320,7 +321,7 @@ async def test_status_and_owner_only_sync(fake: FakeDiscord, llava) -> None:
 async def test_mention_without_an_image_explains_how_to_ask(fake: FakeDiscord, llava) -> None:
     bot, runtime = await llava()
     await fake.user_message(BOB_ID, GENERAL_ID, f"<@{BOT_ID}> hello?", mentions_bot=True)
-    reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
+    reply = await fake.wait_for_final(lambda s: s["channel_id"] == GENERAL_ID)
     assert reply["content"] == "⚠️ Attach an image (or reply to a message with one) and mention me with your question."
 
 
@@ -328,7 +329,7 @@ async def test_links_in_the_question_are_never_fetched(fake: FakeDiscord, llava)
     bot, runtime = await llava()
     url = fake.add_file("/files/pic.jpg", jpeg_bytes(), "image/jpeg")  # on an allowed host, even
     await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what is in {url} ?", mentions_bot=True)
-    reply = await fake.wait_for_sent(lambda s: s["channel_id"] == GENERAL_ID)
+    reply = await fake.wait_for_final(lambda s: s["channel_id"] == GENERAL_ID)
     assert reply["content"].startswith("⚠️ Attach an image")
     assert fake.downloads == []
 
@@ -339,12 +340,12 @@ async def test_admin_role_may_sync_and_allowed_roles_gate_questions(fake: FakeDi
     fake.add_user(CAROL_ID, "carol", roles=[MOD_ROLE_ID])
     bot, runtime = await llava(discord={"admin_roles": [MOD_ROLE_ID], "allowed_roles": [MOD_ROLE_ID]})
     await fake.user_message(CAROL_ID, GENERAL_ID, f"<@{BOT_ID}> sync", mentions_bot=True)
-    done = await fake.wait_for_sent(lambda s: s["via"] == "channel")
+    done = await fake.wait_for_final(lambda s: s["via"] == "channel")
     assert done["content"].startswith("Synced")
     # bob has no allowed role: refused, nothing downloaded
     att = fake.add_attachment("x.jpg", jpeg_bytes())
     msg = await fake.user_message(BOB_ID, GENERAL_ID, f"<@{BOT_ID}> what?", attachments=[att], mentions_bot=True)
-    refusal = await fake.wait_for_sent(lambda s: ref(s) == msg["id"])
+    refusal = await fake.wait_for_final(lambda s: ref(s) == msg["id"])
     assert refusal["content"] == "⚠️ You need one of the allowed roles to ask me."
     assert fake.downloads_of(att) == []
     await fake.slash_command(BOB_ID, GENERAL_ID, "ask", {"image": att, "question": "q"})
@@ -362,7 +363,7 @@ async def test_follow_up_on_one_of_several_images_is_about_that_image(fake: Fake
     second = [s for s in fake.sent if ref(s) == msg["id"]][1]
     assert second["content"].startswith("**Image 2 of 2** (blue.jpg)")
     follow = await fake.user_message(ALICE_ID, GENERAL_ID, "and this one?", reference_message_id=second["id"])
-    await fake.wait_for_sent(lambda s: ref(s) == follow["id"])
+    await fake.wait_for_final(lambda s: ref(s) == follow["id"])
     assert len(seen) == 3
     assert seen[2].images == seen[1].images  # the blue one only
     question, answer = seen[2].history[0]

@@ -36,13 +36,16 @@ async def test_several_images_then_a_follow_up(fake: FakeDiscord, family_bot) ->
     family, runtime = family_bot
     atts = [fake.add_attachment(f"{i}.jpg", jpeg_bytes(picture(colour=c))) for i, c in enumerate([(200, 40, 40), (40, 200, 40)])]
     asked = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what is this?", attachments=atts, mentions_bot=True)
-    await fake.wait_for_sent(lambda s: len([r for r in fake.sent_to(GENERAL_ID) if ref(r) == asked["id"]]) == 2)
-    replies = [s for s in fake.sent_to(GENERAL_ID) if ref(s) == asked["id"]]
+    def both_final() -> list[dict] | None:
+        got = [{**r, "content": fake.messages[r["id"]]["content"]} for r in fake.created_in(GENERAL_ID) if ref(r) == asked["id"]]
+        return got if len(got) == 2 and all(FOOTER.search(r["content"]) for r in got) else None
+
+    replies = await fake.wait_until(both_final, timeout=15, what="both answers final")
     for reply in replies:
         assert FOOTER.search(reply["content"]), reply["content"]
         assert answer_text(reply) and END_OF_TURN[family] not in reply["content"]
     follow = await fake.user_message(ALICE_ID, GENERAL_ID, "and what colour is it?", reference_message_id=replies[-1]["id"])
-    second = await fake.wait_for_sent(lambda s: ref(s) == follow["id"])
+    second = await fake.wait_for_final(lambda s: ref(s) == follow["id"])
     assert FOOTER.search(second["content"]) and END_OF_TURN[family] not in second["content"]
     assert "image 0.00 s" in second["content"]  # the image came from the prefix cache
     assert runtime.queue.stats().served == 3

@@ -139,7 +139,7 @@ async def test_a_caption_flood_neither_blocks_a_question_nor_posts_refusals(fake
         reply = await final_reply(fake, question["id"], timeout=20)
         assert SLOW_FOOTER in reply
         await fake.wait_until(lambda: bot.jobs_in_flight == 0, timeout=30)
-        in_captions = fake.sent_to(CAPTIONS_ID)
+        in_captions = fake.created_in(CAPTIONS_ID)
         assert in_captions and all(SLOW_FOOTER in s["content"] for s in in_captions)  # captions only, no refusal lines
         assert len(in_captions) == 8  # two messages of 4 fit the lane's cap
         assert bot.outcomes["refused"] == 13  # the other 13 messages: logged only
@@ -241,7 +241,7 @@ async def test_an_interaction_that_expired_while_waiting_is_answered_in_the_chan
         await server.wait_holding(1)
         await asyncio.sleep(1.1)  # the token is now "too old"
         server.release()
-        late = await fake.wait_for_sent(lambda s: s["via"] == "channel" and s["channel_id"] == GENERAL_ID, timeout=15)
+        late = await fake.wait_for_final(lambda s: s["via"] == "channel" and s["channel_id"] == GENERAL_ID, timeout=15)
         assert late["content"].startswith(f"Answer to <@{BOB_ID}>'s question (b.jpg), sorry for the delay:")
         assert SLOW_FOOTER in late["content"]
         assert not [s for s in fake.sent if s["via"] in ("followup", "edit") and SLOW_FOOTER in s["content"]]

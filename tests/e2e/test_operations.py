@@ -39,7 +39,7 @@ async def test_metrics_and_health(fake: FakeDiscord, llava) -> None:
         status, text = await get(f"http://127.0.0.1:{port}/healthz")
         assert (status, text.strip()) == (200, "ok")
         msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[fake.add_attachment("a.jpg", jpeg_bytes())], mentions_bot=True)
-        await fake.wait_for_sent(lambda s: ref(s) == msg["id"])
+        await fake.wait_for_final(lambda s: ref(s) == msg["id"])
         await fake.wait_until(lambda: bot.jobs_in_flight == 0)
         status, text = await get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
@@ -82,7 +82,7 @@ async def test_sharded_bot_answers(fake: FakeDiscord, llava, shards) -> None:
     bot, runtime = await llava(discord={"shard_count": shards})
     assert isinstance(bot, ShardedLlavaBot)
     msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[fake.add_attachment("a.jpg", jpeg_bytes())], mentions_bot=True)
-    reply = await fake.wait_for_sent(lambda s: ref(s) == msg["id"])
+    reply = await fake.wait_for_final(lambda s: ref(s) == msg["id"])
     assert FOOTER.search(reply["content"])
     if shards == "auto":
         assert fake.requests_to("GET", r"^/gateway/bot$")
@@ -99,10 +99,10 @@ async def test_json_logs_one_line_per_job_without_content(fake: FakeDiscord, tmp
         await fake.wait_until(lambda: fake.connected, timeout=60, what="connected")
         secret_question = "what colour is my secret diary"
         msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> {secret_question}", attachments=[fake.add_attachment("a.jpg", jpeg_bytes())], mentions_bot=True)
-        first = await fake.wait_for_sent(lambda s: ref(s) == msg["id"], timeout=30)
-        await fake.wait_for_sent(lambda s: s["id"] == first["id"] and "⏱" in s["content"], timeout=30)  # streamed, then final
+        first = await fake.wait_for_final(lambda s: ref(s) == msg["id"], timeout=30)
+        await fake.wait_for_final(lambda s: s["id"] == first["id"] and "⏱" in s["content"], timeout=30)  # streamed, then final
         await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> {secret_question}", attachments=[fake.add_attachment("b.txt", b"x")], mentions_bot=True)
-        await fake.wait_for_sent(lambda s: "not an image" in s["content"], timeout=30)
+        await fake.wait_for_final(lambda s: "not an image" in s["content"], timeout=30)
         await asyncio.sleep(0.3)
     finally:
         proc.send_signal(signal.SIGTERM)
