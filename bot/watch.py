@@ -32,7 +32,7 @@ import discord
 
 from bot.alerts import AlertView, alert_embed, alert_mentions
 from bot.captions_store import CaptionRow, CaptionStore
-from bot.delivery import NETWORK_ERRORS, MessageReplier, deliver_safely, messageable, replier_for
+from bot.delivery import NETWORK_ERRORS, MessageReplier, deliver_safely, messageable, nonce_key, replier_for
 from bot.in_flight import InFlight
 from bot.jobs import ImageSource, JobSpec, log_job
 from bot.moderation import Checker, ImageReport, Verdict, WatchedPost
@@ -159,7 +159,11 @@ class Watcher:
             log.info("no caption for %s in channel %s (%s)", report.image.filename, post.channel_id, report.error or "no answer")
             return
         image = report.image
-        common = dict(source=ImageSource(image.url, image.filename, image.size, image.content_type), question=None, user_id=None, lane="caption")
+        # created from the post: the caption's nonce (from the spec) is the same if a restart posts it again
+        common = dict(
+            source=ImageSource(image.url, image.filename, image.size, image.content_type), question=None, user_id=None, lane="caption",
+            created=post.created,
+        )
         if self.mod.log_channel is not None:
             head = f"🖼️ Caption for {image.filename} from {post.poster_name} in {post.jump_url}"
             spec = JobSpec(kind="channel", channel_id=self.mod.log_channel, head=head, **common)  # type: ignore[arg-type]
@@ -186,7 +190,11 @@ class Watcher:
         text = "\n".join([*lines, ALT_NOTE])[:2000]
         try:
             channel = await messageable(self.client, post.channel_id)
-            replier = MessageReplier(channel.get_partial_message(post.message_id), show_place=False)  # type: ignore[attr-defined]
+            replier = MessageReplier(
+                channel.get_partial_message(post.message_id),  # type: ignore[attr-defined]
+                show_place=False,
+                nonce=nonce_key("alt", post.channel_id, post.message_id),
+            )
             await deliver_safely(replier, [text])
         except Exception as exc:
             log.warning("cannot post alt text in channel %s: %s", post.channel_id, exc)
@@ -220,11 +228,18 @@ class Watcher:
         content, allowed = alert_mentions(rule)
         embed = alert_embed(rule, verdict, report, post)
         view = AlertView(self.mod, jump_url=post.jump_url, can_delete=self._can_delete(post.channel_id))
+        # one nonce for the alert across retries (a retried post that had landed is not posted twice)
+        nonce = nonce_key("alert", post.message_id, report.image.url, rule.name)
         for attempt in range(3):
             try:
                 channel = await messageable(self.client, self.mod.log_channel)
-                await channel.send(content or None, embed=embed, view=view, allowed_mentions=allowed)
+                await channel.send(content or None, embed=embed, view=view, allowed_mentions=allowed, nonce=nonce)
                 return
+            except discord.NotFound as exc:
+                if exc.code != 10008 or nonce.endswith("r"):
+                    log.error("could not post the alert of rule %s for message %s: %s", rule.name, post.message_id, exc)
+                    return
+                nonce += "r"  # the alert a create with this nonce made was deleted: post it anew
             except discord.HTTPException as exc:
                 log.error("could not post the alert of rule %s for message %s: %s", rule.name, post.message_id, exc)
                 return
