@@ -11,7 +11,10 @@ The same store remembers which messages were taken for checking
 or the bot restarts.  A message's row carries its plain description
 (``payload``) until its checks are done; rows still carrying one when a
 process opens the store were cut short by the previous process and are
-checked again (``leftovers``).
+checked again (``leftovers``), skipping the steps already done (each
+caption, the alt text, each alert is recorded as it completes, ``steps``).
+A kept caption's key is (message, image position): a repeated check adds no
+second row.
 
 It shares the file with the job journal (its own connection, WAL mode).  All
 calls run in one dedicated thread, off the event loop.  Nothing here imports
@@ -44,7 +47,8 @@ SCHEMA = (
         link TEXT NOT NULL,
         filename TEXT NOT NULL DEFAULT '',
         caption TEXT NOT NULL,
-        rules TEXT NOT NULL DEFAULT ''
+        rules TEXT NOT NULL DEFAULT '',
+        position INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS mod_captions_message ON mod_captions (message_id)",
     "CREATE INDEX IF NOT EXISTS mod_captions_poster ON mod_captions (poster_id)",
@@ -61,9 +65,17 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS mod_seen (
         message_id INTEGER PRIMARY KEY,
         created REAL NOT NULL,
-        payload TEXT
+        payload TEXT,
+        steps TEXT
     )""",
 )
+#: (table, column, declaration) added after the first release: older files get them on open
+ADDED_COLUMNS = (
+    ("mod_captions", "position", "INTEGER NOT NULL DEFAULT 0"),
+    ("mod_seen", "steps", "TEXT"),
+)
+#: one row per image of a message (a check repeated after a restart adds none)
+UNIQUE_IMAGE = "CREATE UNIQUE INDEX IF NOT EXISTS mod_captions_image ON mod_captions (message_id, position)"
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -81,6 +93,8 @@ class CaptionRow:
     caption: str
     filename: str = ""
     rules: tuple[str, ...] = ()
+    #: the image's place among the message's images (0 first): with the message, its unique key
+    position: int = 0
 
 
 def match_expression(query: str, *, any_word: bool = False) -> str | None:
@@ -101,33 +115,47 @@ class CaptionStore(SqliteFile):
         super().__init__(path)
         #: descriptions of messages whose checks the previous process did not finish
         self.leftovers: list[dict[str, Any]] = []
+        #: the steps of those checks that were done (see :meth:`step_done`), by message id
+        self.leftover_steps: dict[int, set[str]] = {}
         self._claimed: set[int] = set()  # without a file: this process's claims
 
     async def open(self) -> None:
         if not self._start():
             return
-        self.leftovers = await self._call(self._open)
+        self.leftovers, self.leftover_steps = await self._call(self._open)
         if self.leftovers:
             log.info("%d watched message(s) left unchecked by the previous run", len(self.leftovers))
 
-    def _open(self) -> list[dict[str, Any]]:
+    def _open(self) -> tuple[list[dict[str, Any]], dict[int, set[str]]]:
         db = self._connect(timeout=10.0)
         with db:
             db.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
                 db.execute(statement)
+            for table, column, decl in ADDED_COLUMNS:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                    if column == "position":  # rows kept before: numbered in the order they came
+                        db.execute(
+                            "UPDATE mod_captions SET position = (SELECT count(*) FROM mod_captions AS c"
+                            " WHERE c.message_id = mod_captions.message_id AND c.id < mod_captions.id)"
+                        )
+            db.execute(UNIQUE_IMAGE)
         self._db = db
         left: list[dict[str, Any]] = []
-        for message_id, text in db.execute("SELECT message_id, payload FROM mod_seen WHERE payload IS NOT NULL ORDER BY message_id"):
+        steps: dict[int, set[str]] = {}
+        rows = db.execute("SELECT message_id, payload, steps FROM mod_seen WHERE payload IS NOT NULL ORDER BY message_id").fetchall()
+        for message_id, text, done in rows:
             try:
                 payload = json.loads(text)
                 if not isinstance(payload, dict):
                     raise ValueError("not an object")
                 left.append(payload)
+                steps[int(message_id)] = {str(step) for step in json.loads(done or "[]")}
             except (TypeError, ValueError):
                 log.warning("dropping an unreadable unchecked message %s", message_id)
                 db.execute("UPDATE mod_seen SET payload = NULL WHERE message_id = ?", (message_id,))
-        return left
+        return left, steps
 
 
     # -- once per message ----------------------------------------------------------
@@ -147,6 +175,16 @@ class CaptionStore(SqliteFile):
             "INSERT OR IGNORE INTO mod_seen (message_id, created, payload) VALUES (?, ?, ?)", (message_id, now, text)
         )
         return cursor.rowcount == 1
+
+    async def step_done(self, message_id: int, step: str) -> None:
+        """One step of a message's checks is over (a caption posted, an alert, the alt
+        text): a check repeated after a restart skips it."""
+        if self.path is not None and self._executor is not None:
+            await self._call(
+                self._execute,
+                "UPDATE mod_seen SET steps = json_insert(coalesce(steps, '[]'), '$[#]', ?) WHERE message_id = ?",
+                (step, message_id),
+            )
 
     async def done(self, message_id: int) -> None:
         """The message's checks are over (answered, or never can be).  After
@@ -171,9 +209,10 @@ class CaptionStore(SqliteFile):
             self._db.execute("BEGIN IMMEDIATE")
             for r in rows:
                 self._db.execute(
-                    "INSERT INTO mod_captions (message_id, channel_id, guild_id, poster_id, created, link, filename, caption, rules)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (r.message_id, r.channel_id, r.guild_id, r.poster_id, r.created, r.link, r.filename, r.caption, " ".join(r.rules)),
+                    "INSERT INTO mod_captions (message_id, channel_id, guild_id, poster_id, created, link, filename, caption, rules, position)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, position) DO NOTHING",
+                    (r.message_id, r.channel_id, r.guild_id, r.poster_id, r.created, r.link, r.filename, r.caption, " ".join(r.rules),
+                     r.position),
                 )
 
     async def search(
@@ -194,7 +233,7 @@ class CaptionStore(SqliteFile):
     def _search(self, expression: str, since: float | None, poster_id: int | None, limit: int) -> list[CaptionRow]:
         assert self._db is not None
         sql = (
-            "SELECT c.message_id, c.channel_id, c.guild_id, c.poster_id, c.created, c.link, c.caption, c.filename, c.rules"
+            "SELECT c.message_id, c.channel_id, c.guild_id, c.poster_id, c.created, c.link, c.caption, c.filename, c.rules, c.position"
             " FROM mod_captions_fts JOIN mod_captions c ON c.id = mod_captions_fts.rowid"
             " WHERE mod_captions_fts MATCH ?"
         )
@@ -208,8 +247,8 @@ class CaptionStore(SqliteFile):
         sql += " ORDER BY bm25(mod_captions_fts), c.created DESC LIMIT ?"
         args.append(limit)
         return [
-            CaptionRow(int(m), int(ch), g, int(p), float(t), link, caption, filename, tuple(rules.split()))
-            for m, ch, g, p, t, link, caption, filename, rules in self._db.execute(sql, args)
+            CaptionRow(int(m), int(ch), g, int(p), float(t), link, caption, filename, tuple(rules.split()), int(pos))
+            for m, ch, g, p, t, link, caption, filename, rules, pos in self._db.execute(sql, args)
         ]
 
     async def count(self) -> int:

@@ -18,7 +18,7 @@ Exactly one set of messages per reply, by design rather than by timing:
   message was deleted: the part is posted again under a fresh nonce.
 * **Resumable.**  Parts already delivered are not posted again when
   :func:`deliver_safely` retries; parts left over from a longer reply (or
-  adopted from an earlier run, see :meth:`_PartsReplier.adopt`) are deleted.
+  adopted from an earlier run, see :meth:`PartsReplier.adopt`) are deleted.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
@@ -75,7 +75,7 @@ class Replier(Protocol):
         (the parts already shown are edited into it)."""
 
 
-class _PartsReplier:
+class PartsReplier:
     """A reply made of messages, part 0 first: shown (created or edited) while the
     answer streams, then edited into the final parts (see the module docstring)."""
 
@@ -88,6 +88,9 @@ class _PartsReplier:
         self._nonce_gen: dict[int, int] = {}
         #: the streamed text has been shown (a note must not replace it)
         self.shown_text = False
+        #: called with (part index, message id) as each message of the reply is created
+        #: (under the reply's lock, before anything else is posted): the job journals it
+        self.on_created: Callable[[int, int], Awaitable[None]] | None = None
 
     async def _create(self, index: int, text: str, nonce: str | None) -> object: ...
 
@@ -103,12 +106,17 @@ class _PartsReplier:
         return f"{self._nonce}{index:x}" + (f"r{gen}" if gen else "")
 
     def adopt(self, handles: list[object]) -> None:
-        """Take messages an earlier run posted for this reply as its parts, in order."""
+        """Take messages an earlier run posted for this reply as its parts, in order
+        (messages, or ids journaled as they were created; None: a part not made)."""
         for index, handle in enumerate(handles):
             while len(self._messages) <= index:
                 self._messages.append(None)
-            if self._messages[index] is None:
-                self._messages[index] = handle
+            if self._messages[index] is None and handle is not None:
+                self._messages[index] = self._handle(handle) if isinstance(handle, int) else handle
+
+    def _handle(self, message_id: int) -> object:
+        """A message of this reply, by id, to edit or delete."""
+        raise NotImplementedError
 
     @property
     def message_ids(self) -> list[int]:
@@ -148,6 +156,12 @@ class _PartsReplier:
             while len(self._messages) <= index:
                 self._messages.append(None)
             self._messages[index] = handle
+            message_id = getattr(handle, "id", None)
+            if self.on_created is not None and isinstance(message_id, int):
+                try:
+                    await self.on_created(index, message_id)
+                except Exception:
+                    log.exception("could not journal part %d of a reply", index)
             return handle
 
     async def show(self, index: int, text: str) -> int | None:
@@ -177,7 +191,7 @@ class _PartsReplier:
                 log.warning("could not delete a left-over part of a reply: %s", exc)
 
 
-class MessageReplier(_PartsReplier):
+class MessageReplier(PartsReplier):
     """Replies to a message: the place-in-line note becomes the answer's first part."""
 
     def __init__(
@@ -208,6 +222,9 @@ class MessageReplier(_PartsReplier):
     async def _delete(self, handle: object) -> None:
         await handle.delete()  # type: ignore[attr-defined]
 
+    def _handle(self, message_id: int) -> object:
+        return self.message.channel.get_partial_message(message_id)  # type: ignore[union-attr]
+
     async def placeholder(self, text: str, *, over_text: bool = False) -> int | None:
         if not self.show_place:
             return None
@@ -215,7 +232,7 @@ class MessageReplier(_PartsReplier):
         return note.id  # type: ignore[attr-defined]
 
 
-class ChannelReplier(_PartsReplier):
+class ChannelReplier(PartsReplier):
     """Posts the answer as new messages in a channel, the first starting with ``head``
     (moderation log captions; answers to interactions too old to follow up).
     Only the final text goes here: no notes, no streaming."""
@@ -241,6 +258,9 @@ class ChannelReplier(_PartsReplier):
     async def _delete(self, handle: object) -> None:
         await handle.delete()  # type: ignore[attr-defined]
 
+    def _handle(self, message_id: int) -> object:
+        return self.channel.get_partial_message(message_id)  # type: ignore[attr-defined]
+
     async def deliver(self, parts: list[str]) -> None:
         if self.head:
             # the head may push the first part over the limit: split again, never cut
@@ -251,7 +271,7 @@ class ChannelReplier(_PartsReplier):
 ORIGINAL = "@original"
 
 
-class InteractionReplier(_PartsReplier):
+class InteractionReplier(PartsReplier):
     """Answers a deferred interaction: part 0 is its original response, later parts follow-ups.
 
     Part 0 is always the original response, edited (``PATCH @original`` is
@@ -282,6 +302,9 @@ class InteractionReplier(_PartsReplier):
     async def _delete(self, handle: object) -> None:
         if handle != ORIGINAL:
             await self.webhook.delete_message(handle.id)  # type: ignore[attr-defined]
+
+    def _handle(self, message_id: int) -> object:
+        return discord.Object(message_id)
 
     async def original_text(self) -> str | None:
         """What the original response says now (None if it cannot be read)."""

@@ -27,14 +27,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from bot.delivery import InteractionReplier, MessageReplier, Replier, deliver_safely, nonce_key, post_note, replier_for, typing_in
+from bot.delivery import (
+    ORIGINAL,
+    InteractionReplier,
+    MessageReplier,
+    PartsReplier,
+    Replier,
+    deliver_safely,
+    nonce_key,
+    post_note,
+    replier_for,
+    typing_in,
+)
 from bot.engine.base import Answer, EngineError
 from bot.images import ImageError, PreparedImage, check_declared_size
 from bot.in_flight import InFlight
@@ -94,6 +106,8 @@ class JobSpec:
     note: str = ""
     lane: Lane = "question"
     created: float = field(default_factory=time.time)
+    #: an interaction's id: its original response and follow-ups carry it (the replay finds them by it)
+    interaction_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -147,6 +161,9 @@ class Jobs:
         self._pending = InFlight()
         self._downloads = asyncio.Semaphore(max(1, settings.queue.downloads))
         self._replay: asyncio.Task[None] | None = None
+        #: takes a message journaled as "seen" by a killed process from the start again
+        #: (set by the front end that reads messages; called with the message and its row)
+        self.readmit: Callable[[discord.Message, int], Coroutine[Any, Any, None]] | None = None
 
     # -- in flight ------------------------------------------------------------------
 
@@ -160,10 +177,36 @@ class Jobs:
 
     # -- the way in -------------------------------------------------------------------
 
-    async def answer(self, specs: JobSpec | Sequence[JobSpec]) -> list[Outcome]:
-        """Accept a message's jobs together (or refuse them at once) and answer each once."""
+    async def seen(self, message: discord.Message) -> int | None:
+        """Journal a message addressed to the bot before any request is made on its
+        behalf (its reply chain, the asker's roles); its jobs replace the row
+        (:meth:`answer`), a refusal removes it (:meth:`refuse_message`).  A kill
+        in between loses nothing: the replay reads the message again and takes it
+        from the start (see :attr:`readmit`)."""
+        try:
+            return await self.journal.add_seen(message.channel.id, message.id, message.author.id)
+        except Exception:
+            log.exception("could not journal message %s as received", message.id)
+            return None
+
+    async def journal_first(self, spec: JobSpec) -> int | None:
+        """Journal an interaction's job before it is deferred (a kill after the defer is
+        answered by the replay, never left "thinking…"); :meth:`answer` takes the row."""
+        try:
+            return (await self.journal.add_group([spec.to_json()]))[0]
+        except Exception:
+            log.exception("could not journal an interaction's job")
+            return None
+
+    async def answer(
+        self, specs: JobSpec | Sequence[JobSpec], *, seen: int | None = None, journaled: int | None = None
+    ) -> list[Outcome]:
+        """Accept a message's jobs together (or refuse them at once) and answer each once.
+        ``seen``: the message's row from :meth:`seen`, replaced by its jobs' rows;
+        ``journaled``: the one job's row from :meth:`journal_first`."""
         specs = [specs] if isinstance(specs, JobSpec) else list(specs)
         if not specs:
+            await self._forget(seen)
             return []
         first = specs[0]
         started = time.perf_counter()
@@ -171,21 +214,28 @@ class Jobs:
             reservation = self.runtime.queue.reserve(first.user_id, len(specs), lane=first.lane)
         except Refused as exc:
             await self._refuse(first, str(exc), started)
+            await self._forget(seen if journaled is None else journaled)
             return ["refused"]
         try:
-            ids = await self.journal.add_group([spec.to_json() for spec in specs])
+            if journaled is not None and len(specs) == 1:
+                ids: list[int | None] = [journaled]
+            else:
+                ids = await self.journal.add_group([spec.to_json() for spec in specs], replaces=seen)
         except Exception:
             reservation.close()
             log.exception("could not journal a job")
             await self._refuse(first, OUR_FAULT, started, outcome="failed")
+            await self._forget(seen)
             return ["failed"]
         return await self._run_group(specs, ids, [None] * len(specs), reservation)
 
-    async def refuse_message(self, message: discord.Message, reason: str) -> None:
-        """Refuse a question before it becomes a job: one line to the asker, one log line."""
+    async def refuse_message(self, message: discord.Message, reason: str, *, seen: int | None = None) -> None:
+        """Refuse a question before it becomes a job: one line to the asker, one log line.
+        The line's nonce comes from the message: a refusal repeated after a restart is not posted twice."""
         started = time.perf_counter()
         replier = MessageReplier(message, nonce=nonce_key("refusal", message.channel.id, message.id))
         delivered = await deliver_safely(replier, [friendly(reason)])
+        await self._forget(seen)
         outcome = "refused" if delivered else "undeliverable"
         log_job(self.outcomes, "message", message.author.id, message.channel.id, outcome, None, time.perf_counter() - started)
 
@@ -238,14 +288,16 @@ class Jobs:
         with self._pending.track():
             try:
                 replier, typing_channel = await replier_for(self.client, spec, None if step.adopted else step.note_id)
-                if step.adopted and isinstance(replier, MessageReplier):
-                    replier.adopt(step.adopted)
+                if isinstance(replier, PartsReplier):
+                    if step.adopted:
+                        replier.adopt(step.adopted)
+                    replier.on_created = functools.partial(self.journal.set_part, step.entry_id)
             except Exception as exc:  # the channel is gone, no access, the network
                 log.warning("cannot answer job for user %s in channel %s, dropped: %s", spec.user_id, spec.channel_id, exc)
                 self._skip_turn(step)
                 outcome: Outcome = "undeliverable"
             else:
-                if step.adopted is not None and isinstance(replier, InteractionReplier):
+                if step.adopted is not None and len(step.adopted) <= 1 and isinstance(replier, InteractionReplier):
                     original = await replier.original_text()
                     if original is not None and reply_state([original]) == "final":
                         log.info("job %s was answered before the restart (its original response is final)", step.entry_id)
@@ -271,6 +323,10 @@ class Jobs:
     def _skip_turn(self, step: _Step) -> None:
         step.reservation.release_one()
         step.done_turn.set()
+
+    async def forget(self, entry_id: int | None) -> None:
+        """Remove a row that will never be answered (an interaction that could not be deferred)."""
+        await self._forget(entry_id)
 
     async def _forget(self, entry_id: int | None) -> None:
         try:
@@ -407,35 +463,44 @@ class Jobs:
             self._replay = asyncio.create_task(self.replay(), name="llava-journal-replay")
 
     async def replay(self) -> None:
-        """Answer the jobs the previous process accepted but never answered, in order."""
+        """Answer the jobs the previous process accepted but never answered, in order;
+        then take the messages it had received but not made into jobs from the start."""
         await self.client.wait_until_ready()
         entries, self.journal.leftovers = self.journal.leftovers, []
         if not entries:
             return
         log.info("answering %d job(s) left unanswered by the previous run", len(entries))
-        groups = [specs for group in _groups(entries) if (specs := await self._readable(group))]
-        found = await self._own_replies([spec for specs in groups for _, spec in specs])
-        tasks: list[asyncio.Task[list[Outcome]]] = []
+        received = [entry for entry in entries if entry.seen is not None]
+        jobs = [entry for entry in entries if entry.seen is None]
+        groups = [specs for group in _groups(jobs) if (specs := await self._readable(group))]
+        targets = [_target(spec) for specs in groups for _, spec in specs]
+        targets += [(int(e.seen["channel_id"]), int(e.seen["message_id"])) for e in received if e.seen]
+        found = await self._own_replies([t for t in targets if t is not None])
+        tasks: list[asyncio.Task[Any]] = []
         for specs in groups:
             specs, adopted = await self._reconcile(specs, found)
             task = await self._replay_group(specs, adopted) if specs else None
             if task is not None:
                 tasks.append(task)
+        for entry in received:
+            readmitted = await self._replay_received(entry, found)
+            if readmitted is not None:
+                tasks.append(readmitted)
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _own_replies(self, specs: Sequence[JobSpec]) -> dict[int, list[Any]]:
-        """The bot's messages that reply to the leftover questions, by question id (oldest first).
+    async def _own_replies(self, targets: Sequence[tuple[int, int]]) -> dict[int, list[Any]]:
+        """The bot's messages that answer the leftover questions, oldest first, by the
+        question's id (a message's replies) or the interaction's (its responses).
 
         Discord forgets a nonce after minutes and a restart can take longer, so
         the replay asks Discord, not memory: one paged read per channel, from
         the oldest leftover question on (``state.replay_history_limit``
-        messages at most)."""
+        messages at most).  ``targets``: (channel id, question or interaction id)."""
         import discord
 
         first: dict[int, int] = {}
-        for spec in specs:
-            if spec.kind == "message" and spec.message_id is not None:
-                first[spec.channel_id] = min(first.get(spec.channel_id, spec.message_id), spec.message_id)
+        for channel_id, after in targets:
+            first[channel_id] = min(first.get(channel_id, after), after)
         found: dict[int, list[Any]] = {}
         me = self.client.user.id if self.client.user else None
         for channel_id, oldest in first.items():
@@ -445,9 +510,13 @@ class Jobs:
                 history = channel.history(limit=self.settings.state.replay_history_limit, after=discord.Object(oldest - 1), oldest_first=True)  # type: ignore[union-attr]
                 async for message in history:
                     read += 1
+                    if message.author.id != me:
+                        continue
                     ref = message.reference
-                    if message.author.id == me and ref is not None and ref.message_id is not None:
+                    if ref is not None and ref.message_id is not None:
                         found.setdefault(ref.message_id, []).append(message)
+                    elif message.interaction_metadata is not None:
+                        found.setdefault(message.interaction_metadata.id, []).append(message)
             except Exception as exc:  # no access, the channel is gone, the network: answer as before
                 log.warning("could not read channel %s to find replies made before the restart: %s", channel_id, exc)
             log.info("read %d message(s) of channel %s to find replies made before the restart", read, channel_id)
@@ -456,27 +525,74 @@ class Jobs:
     async def _reconcile(
         self, specs: list[tuple[Entry, JobSpec]], found: dict[int, list[Any]]
     ) -> tuple[list[tuple[Entry, JobSpec]], list[list[Any] | None]]:
-        """Cross off the jobs whose reply is already complete in Discord; give the others their messages."""
+        """Cross off the jobs whose reply is already complete in Discord; give the others their messages
+        (those found in the channel, else those the journal names)."""
         by_job = _assign(specs, found)
         kept: list[tuple[Entry, JobSpec]] = []
         adopted: list[list[Any] | None] = []
         for (entry, spec), messages in zip(specs, by_job):
-            if spec.kind == "interaction":
-                kept.append((entry, spec))
-                adopted.append([])  # marks a replay: the original response is read before answering
-                continue
             if messages and reply_state([m.content for m in messages]) == "final":
                 log.info("job %d was answered before the restart: not answering it again", entry.id)
-                for stale in messages[:-1]:  # a note or partial text beside the final reply
-                    if reply_state([stale.content]) != "final":
+                for stale in messages[:-1]:  # a note or streamed text beside the final reply
+                    if _stale(stale.content):
                         with contextlib.suppress(Exception):
                             await stale.delete()
                 await self._forget(entry.id)
                 self._log(spec, "answered", None, time.perf_counter())
                 continue
             kept.append((entry, spec))
-            adopted.append(messages or None)
+            if spec.kind == "interaction":
+                # part 0 is always the original response; an empty list still marks a replay
+                # (the original response is read before answering)
+                later = messages[1:] if messages else [entry.parts.get(i) for i in range(1, max(entry.parts, default=0) + 1)]
+                adopted.append([ORIGINAL, *later] if later else [])
+            elif messages:
+                adopted.append(messages)
+            elif entry.parts:
+                adopted.append([entry.note_id, *(entry.parts.get(i) for i in range(1, max(entry.parts) + 1))])
+            else:
+                adopted.append(None)
         return kept, adopted
+
+    async def _replay_received(self, entry: Entry, found: dict[int, list[Any]]) -> asyncio.Task[None] | None:
+        """A message the previous process received but had not made into jobs: read it
+        again from Discord and take it from the start (refused or answered as it would
+        have been), unless it was answered or refused already."""
+        import discord
+
+        seen = entry.seen or {}
+        channel_id, message_id = int(seen["channel_id"]), int(seen["message_id"])
+        replies = found.get(message_id, [])
+        if replies and reply_state([m.content for m in replies]) == "final":
+            log.info("message %s was answered before the restart: not answering it again", message_id)
+            await self._forget(entry.id)
+            return None
+        state = self.settings.state
+        age = time.time() - float(seen.get("created", 0))
+        try:
+            channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+            if entry.crashes >= state.max_crashes or age > state.replay_max_age_s:
+                log.error("not replaying message %s of user %s (%d crash(es), %.1f h old): telling them",
+                          message_id, seen.get("user_id"), entry.crashes, age / 3600)
+                message = channel.get_partial_message(message_id)  # type: ignore[union-attr]
+                replier = MessageReplier(message, nonce=nonce_key("refusal", channel_id, message_id))
+                await deliver_safely(replier, [friendly(GAVE_UP)])
+                await self._forget(entry.id)
+                return None
+            message = await channel.fetch_message(message_id)  # type: ignore[union-attr]
+        except discord.NotFound:
+            log.info("message %s was deleted before the restart: nothing to answer", message_id)
+            await self._forget(entry.id)
+            return None
+        except Exception as exc:  # no access, the network: the row stays for the next start
+            log.warning("could not read message %s again after the restart: %s", message_id, exc)
+            return None
+        if self.readmit is None:
+            log.warning("message %s cannot be taken again: no front end reads messages", message_id)
+            await self._forget(entry.id)
+            return None
+        log.info("taking message %s again: it was received but not journaled as jobs before the restart", message_id)
+        return asyncio.create_task(self.readmit(message, entry.id))
 
     async def _readable(self, group: list[Entry]) -> list[tuple[Entry, JobSpec]]:
         """The group's jobs that can still be answered; the others get their one line now."""
@@ -559,6 +675,12 @@ def reply_state(contents: Sequence[str]) -> Literal["none", "note", "partial", "
     return "partial"  # a part of a longer answer whose last part never came
 
 
+def _stale(content: str) -> bool:
+    """A message no complete reply keeps: a place-in-line note, or text still streaming."""
+    content = content.rstrip()
+    return content.startswith(BUSY_MARK) or content.endswith(CURSOR.strip())
+
+
 def _assign(specs: Sequence[tuple[Entry, JobSpec]], found: dict[int, list[Any]]) -> list[list[Any]]:
     """Share the replies found for each question among its jobs (one per image).
 
@@ -568,8 +690,9 @@ def _assign(specs: Sequence[tuple[Entry, JobSpec]], found: dict[int, list[Any]])
     out: list[list[Any]] = [[] for _ in specs]
     by_question: dict[int, list[int]] = {}
     for i, (_, spec) in enumerate(specs):
-        if spec.kind == "message" and spec.message_id is not None:
-            by_question.setdefault(spec.message_id, []).append(i)
+        target = _target(spec)
+        if target is not None:
+            by_question.setdefault(target[1], []).append(i)
     for question, indexes in by_question.items():
         messages = found.get(question, [])
         if len(indexes) == 1:
@@ -588,6 +711,15 @@ def _assign(specs: Sequence[tuple[Entry, JobSpec]], found: dict[int, list[Any]])
                     break
             out[current].append(message)
     return out
+
+
+def _target(spec: JobSpec) -> tuple[int, int] | None:
+    """Where a job's earlier replies are: (channel id, the question's or the interaction's id)."""
+    if spec.kind == "message" and spec.message_id is not None:
+        return spec.channel_id, spec.message_id
+    if spec.kind == "interaction" and spec.interaction_id is not None and spec.channel_id:
+        return spec.channel_id, spec.interaction_id
+    return None
 
 
 def _groups(entries: Sequence[Entry]) -> list[list[Entry]]:

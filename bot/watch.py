@@ -11,9 +11,11 @@ For each message with images in a watched channel, once:
    ``moderation.alt_text_channels`` for images without one; the captions are
    kept for ``/find`` (``moderation.keep_days``); each rule that matched
    posts one alert (:mod:`bot.alerts`);
-4. the claim is marked done.  A bot stopped (or killed) before that checks
-   the message again after its restart: delivery is at least once, like the
-   job journal's.
+4. each of those steps is recorded as it completes, and the claim is marked
+   done at the end.  A bot stopped (or killed) before that checks the
+   message again after its restart and skips the steps already recorded;
+   every post carries a nonce from the message, so a post that landed just
+   before the kill is not made twice while Discord remembers the nonce.
 
 A check that fails is logged, never posted.  Rows of deleted messages are
 removed when Discord says so; older ones are purged every hour.
@@ -26,7 +28,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -115,7 +118,9 @@ class Watcher:
                 return
             await self._check(post)
 
-    async def _check(self, post: WatchedPost) -> None:
+    async def _check(self, post: WatchedPost, done: set[str] | None = None) -> None:
+        """Check the images, then post what follows; ``done``: the steps an earlier
+        run completed for this message (after a restart), skipped now."""
         started = time.perf_counter()
         try:
             reports = await self.checker.check(post)
@@ -129,7 +134,7 @@ class Watcher:
             log_job(self.outcomes, "channel", None, post.channel_id, "refused", None, time.perf_counter() - started)
         else:
             try:
-                await self._deliver(post, reports, started)
+                await self._deliver(post, reports, started, done or set())
             except Exception:
                 log.exception("posting the results for message %s failed", post.message_id)
         await self._done(post.message_id)
@@ -140,16 +145,29 @@ class Watcher:
         except Exception:
             log.exception("could not mark message %s as checked", message_id)
 
-    async def _deliver(self, post: WatchedPost, reports: list[ImageReport], started: float) -> None:
+    async def _deliver(self, post: WatchedPost, reports: list[ImageReport], started: float, done: set[str]) -> None:
+        """Each step once: recorded as it completes, so a restart repeats none that was done
+        (and each post carries a nonce, for the moment between a post and its record)."""
+
+        async def step(key: str, action: Callable[..., Awaitable[None]], *args: Any) -> None:
+            if key in done:
+                log.info("message %s: %s was done before the restart", post.message_id, key)
+                return
+            await action(*args)
+            try:
+                await self.store.step_done(post.message_id, key)
+            except Exception:
+                log.exception("could not record step %s of message %s", key, post.message_id)
+
         if self.checker.posts_caption(post):
-            for report in reports:
-                await self._post_caption(post, report, started)
-        await self._post_alt_text(post, reports)
-        await self._keep(post, reports)
-        for report in reports:
+            for index, report in enumerate(reports):
+                await step(f"caption:{index}", self._post_caption, post, report, started)
+        await step("alt", self._post_alt_text, post, reports)
+        await self._keep(post, reports)  # a row per image at most (the store's unique key)
+        for index, report in enumerate(reports):
             for verdict in report.matched:
                 log.info("rule %s matched an image of message %s", verdict.rule, post.message_id)
-                await self._alert(self._rules[verdict.rule], verdict, report, post)
+                await step(f"alert:{index}:{verdict.rule}", self._alert, self._rules[verdict.rule], verdict, report, post)
 
     # -- what is posted ---------------------------------------------------------------------
 
@@ -213,8 +231,9 @@ class Watcher:
                 caption=r.caption.text.strip(),
                 filename=r.image.filename,
                 rules=tuple(v.rule for v in r.matched),
+                position=index,
             )
-            for r in reports
+            for index, r in enumerate(reports)
             if r.caption is not None and r.caption.text.strip()
         ]
         try:
@@ -307,4 +326,4 @@ class Watcher:
                 await self._done(post.message_id)
                 continue
             with self._pending.track():
-                await self._check(post)
+                await self._check(post, self.store.leftover_steps.get(post.message_id))

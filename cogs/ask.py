@@ -9,7 +9,7 @@ import discord
 from discord.ext import commands
 
 from bot.jobs import JobSpec
-from bot.reply import FIRST_IMAGES_ONLY, NO_IMAGE, NOT_AN_IMAGE, answer_from_message
+from bot.reply import FIRST_IMAGES_ONLY, NO_IMAGE, NOT_AN_IMAGE, OUR_FAULT, answer_from_message
 from cogs.policy import channel_ids, place_refusal
 from cogs.reading import addressed_to, image_label, labelled, pick_image, question_text, roles_of, split_attachments
 
@@ -24,6 +24,13 @@ class Ask(commands.Cog):
 
     def __init__(self, bot: LlavaBot) -> None:
         self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.jobs.readmit = self.take
+
+    async def cog_unload(self) -> None:
+        if self.bot.jobs.readmit == self.take:
+            self.bot.jobs.readmit = None
 
     async def _referenced(self, message: discord.Message) -> discord.Message | None:
         ref = message.reference
@@ -79,17 +86,30 @@ class Ask(commands.Cog):
         ctx = await self.bot.get_context(message)
         if ctx.valid:  # "@bot sync" and other text commands
             return
-        refusal = await self._refusal(message)
-        if refusal is not None:
-            if message.guild is None and not self.bot.settings.discord.dm:
-                return  # DMs are off: stay silent
-            await self.bot.jobs.refuse_message(message, refusal)
+        # journaled before any request is made for it: a kill from here on loses nothing
+        await self.take(message, await self.bot.jobs.seen(message))
+
+    async def take(self, message: discord.Message, seen: int | None) -> None:
+        """Refuse or answer a question journaled as received (``seen``, its row);
+        also what the replay calls for a message a killed process had received."""
+        jobs = self.bot.jobs
+        try:
+            refusal = await self._refusal(message)
+            if refusal is not None:
+                if message.guild is None and not self.bot.settings.discord.dm:
+                    await jobs.forget(seen)
+                    return  # DMs are off: stay silent
+                await jobs.refuse_message(message, refusal, seen=seen)
+                return
+            specs = await self._specs(message)
+        except Exception:
+            log.exception("could not read the question of message %s", message.id)
+            await jobs.refuse_message(message, OUR_FAULT, seen=seen)
             return
-        specs = await self._specs(message)
         if isinstance(specs, str):
-            await self.bot.jobs.refuse_message(message, specs)
+            await jobs.refuse_message(message, specs, seen=seen)
             return
-        await self.bot.jobs.answer(specs)
+        await jobs.answer(specs, seen=seen)
 
     async def _specs(self, message: discord.Message) -> list[JobSpec] | str:
         """One job per image the message asks about (or why there is none)."""

@@ -1,7 +1,7 @@
 """Slash commands /ask and /caption, and the "Describe image" message menu.
 
-Each defers at once (Discord wants a first response within 3 s) and answers
-in a follow-up.  The commands are built when the cog loads, so that
+Each journals its job, then defers at once (Discord wants a first response
+within 3 s) and answers in the original response (and follow-ups).  The commands are built when the cog loads, so that
 ``/ask max_tokens`` is bounded by this server's ``generation.max_tokens_limit``.
 (No ``from __future__ import annotations`` here: discord.py reads the option
 types from the annotations, and the Range bound is a run-time value.)
@@ -41,8 +41,8 @@ class Commands(commands.Cog):
             kind = getattr(command, "type", discord.AppCommandType.chat_input)
             self.bot.tree.remove_command(command.name, type=kind)
 
-    async def _start(self, interaction: discord.Interaction) -> bool:
-        """Refuse (ephemerally) where the bot does not answer; else defer at once."""
+    async def _allowed(self, interaction: discord.Interaction) -> bool:
+        """Refuse (ephemerally) where the bot does not answer."""
         cfg = self.bot.settings.discord
         # In a DM the roles are looked up in the servers (one request at most: well within the 3 s to respond).
         roles = await roles_of(self.bot, interaction.user, cfg.allowed_roles)
@@ -52,7 +52,6 @@ class Commands(commands.Cog):
             await interaction.response.send_message(friendly(refusal), ephemeral=True)
             self.bot.jobs.record("interaction", interaction.user.id, interaction.channel_id, "refused")
             return False
-        await interaction.response.defer(thinking=True)
         return True
 
     async def _answer(
@@ -62,6 +61,9 @@ class Commands(commands.Cog):
         question: str,
         max_tokens: int | None,
     ) -> None:
+        """Journal the job, defer at once (Discord wants a first response within 3 s), answer."""
+        if not await self._allowed(interaction):
+            return
         spec = JobSpec(
             kind="interaction",
             channel_id=interaction.channel_id or 0,
@@ -71,8 +73,15 @@ class Commands(commands.Cog):
             question=question,
             user_id=interaction.user.id,
             max_tokens=max_tokens,
+            interaction_id=interaction.id,
         )
-        await self.bot.jobs.answer(spec)
+        row = await self.bot.jobs.journal_first(spec)
+        try:
+            await interaction.response.defer(thinking=True)
+        except BaseException:
+            await self.bot.jobs.forget(row)  # never acknowledged: nothing can be answered
+            raise
+        await self.bot.jobs.answer(spec, journaled=row)
 
     def _make_ask(self) -> app_commands.Command:
         limit = self.bot.settings.generation.max_tokens_limit
@@ -90,8 +99,7 @@ class Commands(commands.Cog):
             max_tokens: app_commands.Range[int, 1, limit] | None = None,
         ) -> None:
             """Ask a question about an image."""
-            if await self._start(interaction):
-                await self._answer(interaction, image_source(image), question, max_tokens)
+            await self._answer(interaction, image_source(image), question, max_tokens)
 
         return ask
 
@@ -100,9 +108,8 @@ class Commands(commands.Cog):
         @app_commands.describe(image="The picture to caption")
         async def caption(interaction: discord.Interaction, image: discord.Attachment) -> None:
             """Write a short alt-text caption for an image."""
-            if await self._start(interaction):
-                mod = self.bot.settings.moderation
-                await self._answer(interaction, image_source(image), mod.caption_prompt, mod.caption_max_tokens)
+            mod = self.bot.settings.moderation
+            await self._answer(interaction, image_source(image), mod.caption_prompt, mod.caption_max_tokens)
 
         return caption
 
@@ -114,8 +121,7 @@ class Commands(commands.Cog):
                 await interaction.response.send_message(friendly(NO_IMAGE_IN_MESSAGE), ephemeral=True)
                 self.bot.jobs.record("interaction", interaction.user.id, interaction.channel_id, "refused")
                 return
-            if await self._start(interaction):
-                await self._answer(interaction, sources[0], self.bot.settings.generation.default_question, None)
+            await self._answer(interaction, sources[0], self.bot.settings.generation.default_question, None)
 
         return app_commands.ContextMenu(name="Describe image", callback=describe)
 

@@ -106,3 +106,50 @@ async def test_a_job_waiting_in_line_during_a_crash_is_not_charged(tmp_path: Pat
     journal = await reopened(path)
     assert [e.crashes for e in journal.leftovers] == [0]
     await journal.close()
+
+
+async def test_a_seen_message_is_replaced_by_its_jobs_in_one_transaction(tmp_path: Path) -> None:
+    """A message is journaled as received before any request; its jobs take the row's place."""
+    path = tmp_path / "j.sqlite3"
+    journal = await reopened(path)
+    seen = await journal.add_seen(10, 20, 30)
+    other = await journal.add_seen(10, 21, 30)
+    (entry, entry2) = await journal.pending()
+    assert entry.seen == {"channel_id": 10, "message_id": 20, "user_id": 30, "created": entry.seen["created"]}
+    ids = await journal.add_group([{"n": 1}, {"n": 2}], replaces=seen)
+    assert [e.id for e in await journal.pending()] == [other, *ids]
+    assert all(e.seen is None for e in await journal.pending() if e.id != other)
+    await journal.close()
+    # a received message counts as in flight: a process killed while reading it counts a crash
+    again = await reopened(path)
+    assert [(e.id, e.crashes) for e in again.leftovers if e.seen] == [(other, 1)]
+    await again.close()
+
+
+async def test_every_part_of_a_reply_is_journaled_as_it_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = await reopened(path)
+    (row,) = await journal.add_group([{"n": 1}])
+    await journal.set_part(row, 0, 111)
+    await journal.set_part(row, 2, 333)
+    await journal.set_part(row, 1, 222)
+    await journal.close()
+    again = await reopened(path)
+    (entry,) = again.leftovers
+    assert entry.note_id == 111 and entry.parts == {1: 222, 2: 333}
+    await again.close()
+
+
+async def test_a_journal_from_before_the_parts_column_opens(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, payload TEXT NOT NULL)")
+    db.execute("INSERT INTO jobs (created, payload) VALUES (1.0, '{\"n\": 1}')")
+    db.commit()
+    db.close()
+    journal = await reopened(path)
+    (entry,) = journal.leftovers
+    assert entry.payload == {"n": 1} and entry.parts == {} and entry.seen is None
+    await journal.set_part(entry.id, 1, 5)
+    assert (await journal.pending())[0].parts == {1: 5}
+    await journal.close()

@@ -128,14 +128,17 @@ async def test_a_deleted_reply_is_posted_again_under_a_fresh_nonce(fake: FakeDis
 
 
 @pytest.mark.parametrize("nonce_memory", ["kept", "expired"])
-@pytest.mark.parametrize("moment", ["note", "first words", "final text"])
+@pytest.mark.parametrize("moment", ["note", "first words", "final text", "second part"])
 async def test_kill_while_a_reply_request_is_unanswered_then_restart(
     fake: FakeDiscord, tmp_path: Path, tiny_pair, moment: str, nonce_memory: str
 ) -> None:
     journal = tmp_path / "journal.sqlite3"
     config = write_config(tmp_path / "bot.toml", fake, tiny_pair, journal)
-    async with SlowEngine(tokens=5, delay_s=0.05) as server:
+    long_answer = moment == "second part"  # over 2,000 characters: two messages
+    async with SlowEngine(tokens=420 if long_answer else 5, delay_s=0.002 if long_answer else 0.05) as server:
         text = config.read_text().replace("[generation]", "[queue]\nper_user_per_minute = 0\n[generation]")
+        if long_answer:
+            text = text.replace("max_tokens = 12", "max_tokens = 500\nmax_tokens_limit = 1024")
         # one streamed edit at most before the final text: the final text is the next PATCH
         text = text.replace("[discord]", "[discord]\nstream_edit_s = 30.0")
         config.write_text(text + f'\n[[engines]]\nkind = "openai"\nurl = "{server.url}"\nname = "slow"\n')
@@ -152,6 +155,13 @@ async def test_kill_while_a_reply_request_is_unanswered_then_restart(
             elif moment == "first words":
                 held = fake.hold_response_next("POST", CREATE)
                 questions = [await ask(fake)]
+            elif moment == "second part":
+                server.hold()
+                questions = [await ask(fake)]
+                await server.wait_holding(1)
+                await fake.wait_until(lambda: replies_now(fake, questions[0]), what="the first words")
+                held = fake.hold_response_next("POST", CREATE)  # the next create is the second part
+                server.release()
             else:
                 held = fake.hold_response_next("PATCH", EDIT)
                 questions = [await ask(fake)]
@@ -169,7 +179,11 @@ async def test_kill_while_a_reply_request_is_unanswered_then_restart(
             await fake.wait_until(lambda: journal_rows(journal) == 0, what="journal emptied")
             await asyncio.sleep(0.5)
             for q in questions:
-                assert_one_final_reply(fake, q)
+                if long_answer:
+                    got = replies_now(fake, q)
+                    assert len(got) == 2 and FOOTER_MARK in got[1]["content"] and FOOTER_MARK not in got[0]["content"]
+                else:
+                    assert_one_final_reply(fake, q)
             assert not any(
                 m["author"]["id"] == str(BOT_ID) and (m["content"].startswith(BUSY_MARK) or m["content"].endswith(CURSOR))
                 for m in fake.messages.values()
@@ -180,3 +194,100 @@ async def test_kill_while_a_reply_request_is_unanswered_then_restart(
             output += (await proc.stdout.read()).decode(errors="replace")
     assert "Traceback" not in output
     assert "to find replies made before the restart" in output
+
+
+def no_note_or_cursor_left(fake: FakeDiscord) -> bool:
+    return not any(
+        m["author"]["id"] == str(BOT_ID) and (m["content"].startswith(BUSY_MARK) or m["content"].endswith(CURSOR))
+        for m in fake.messages.values()
+    )
+
+
+async def test_kill_while_a_reply_chain_is_read_then_restart(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
+    """A follow-up question (a reply to the bot's answer) is journaled as received before the
+    bot reads its reply chain; killed while that read is in flight, the restarted bot reads the
+    message again from Discord and answers it once."""
+    journal = tmp_path / "journal.sqlite3"
+    config = write_config(tmp_path / "bot.toml", fake, tiny_pair, journal)
+    proc = await start_bot(config, fake)
+    output = ""
+    try:
+        first = await ask(fake)
+        await fake.wait_until(lambda: final(fake, first), timeout=30, what="the first answer")
+        answer = replies_now(fake, first)[-1]
+        # the bot's answer comes resolved with the follow-up; the question it answers is fetched
+        held = fake.hold_response_next("GET", rf"/channels/{GENERAL_ID}/messages/{first['id']}$")
+        follow_up = await fake.user_message(
+            ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> and the colour?", reference_message_id=int(answer["id"]), mentions_bot=True
+        )
+        await fake.wait_until(lambda: held.held == 1, timeout=20, what="the reply chain read")
+        assert journal_rows(journal) == 1  # journaled as received, before the read
+        proc.kill()
+        await proc.wait()
+        output += (await proc.stdout.read()).decode(errors="replace")
+        fake.clear_failures()
+        proc = await start_bot(config, fake)
+        await fake.wait_until(lambda: final(fake, follow_up), timeout=60, what="the follow-up answered")
+        await fake.wait_until(lambda: journal_rows(journal) == 0, what="journal emptied")
+        await asyncio.sleep(0.5)
+        assert_one_final_reply(fake, first)
+        assert_one_final_reply(fake, follow_up)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+        output += (await proc.stdout.read()).decode(errors="replace")
+    assert "Traceback" not in output
+    assert "received but not journaled as jobs before the restart" in output
+
+
+def interaction_messages(fake: FakeDiscord, it) -> list[dict]:
+    """The messages that answer an interaction now (its original response and follow-ups), oldest first."""
+    found = [m for m in fake.messages.values() if str((m.get("interaction_metadata") or {}).get("id")) == str(it.id)]
+    return sorted(found, key=lambda m: int(m["id"]))
+
+
+@pytest.mark.parametrize("moment", ["final edit", "second part"])
+async def test_kill_at_a_slash_commands_reply_then_restart(fake: FakeDiscord, tmp_path: Path, tiny_pair, moment: str) -> None:
+    """/ask killed while its final edit (PATCH @original) or its second part (a follow-up, which
+    takes no nonce) has landed unanswered: the replay reads the channel, finds the responses by
+    the interaction's id and answers nothing twice."""
+    journal = tmp_path / "journal.sqlite3"
+    config = write_config(tmp_path / "bot.toml", fake, tiny_pair, journal)
+    long_answer = moment == "second part"
+    async with SlowEngine(tokens=420 if long_answer else 5, delay_s=0.002 if long_answer else 0.05) as server:
+        text = config.read_text().replace("[discord]", "[discord]\nstream_edit_s = 30.0")
+        config.write_text(text + f'\n[[engines]]\nkind = "openai"\nurl = "{server.url}"\nname = "slow"\n')
+        proc = await start_bot(config, fake, "--sync")
+        await fake.wait_until(lambda: fake.commands, what="commands synced")
+        output = ""
+        try:
+            server.hold()
+            options = {"image": fake.add_attachment("s.jpg", jpeg_bytes()), "question": "what is it?"}
+            if long_answer:
+                options["max_tokens"] = 500
+            it = await fake.slash_command(BOB_ID, GENERAL_ID, "ask", options)
+            await server.wait_holding(1)
+            await fake.wait_until(lambda: any(m["content"] for m in interaction_messages(fake, it)), what="the first words")
+            if long_answer:
+                held = fake.hold_response_next("POST", r"/webhooks/\d+/[^/]+$")
+            else:
+                held = fake.hold_response_next("PATCH", r"/messages/@original$")
+            server.release()
+            await fake.wait_until(lambda: held.held == 1, timeout=20, what=f"the {moment} landed")
+            proc.kill()
+            await proc.wait()
+            output += (await proc.stdout.read()).decode(errors="replace")
+            fake.clear_failures()
+            proc = await start_bot(config, fake)
+            await fake.wait_until(lambda: journal_rows(journal) == 0, timeout=60, what="journal emptied")
+            await asyncio.sleep(0.5)
+            got = interaction_messages(fake, it)
+            assert len(got) == (2 if long_answer else 1), [m["content"][:40] for m in got]
+            assert FOOTER_MARK in got[-1]["content"] and CURSOR not in got[0]["content"]
+            assert no_note_or_cursor_left(fake)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+            output += (await proc.stdout.read()).decode(errors="replace")
+    assert "Traceback" not in output
+    assert "was answered before the restart" in output

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -329,3 +331,42 @@ async def test_a_rule_check_on_the_real_tiny_model(fake: FakeDiscord, llava, peo
     assert checker.checks["red-things"] == 1 and checker.checks["yellow-things"] == 1
     assert not checker.failures
     assert checker.matches["red-things"] == len([a for a in alerts(fake) if "red-things" in a["embeds"][0]["title"]])
+
+
+# -- a kill in the middle of a watched image's steps ----------------------------------------------------
+
+
+@pytest.mark.parametrize("left", ["every step recorded, nonces forgotten", "the alert unrecorded, nonces kept"])
+async def test_a_restart_repeats_no_step_of_a_watched_image(fake: FakeDiscord, tiny_pair, tmp_path: Path, monkeypatch, people, left: str) -> None:
+    """The previous process died before marking a watched message done: the replay checks it
+    again and skips the steps recorded as done (alt text, the alert); a step that was made but
+    not recorded is not posted twice while Discord remembers its nonce.  /find keeps one row."""
+    monkeypatch.chdir(tmp_path)
+    async with moderated_bot(fake, tiny_pair, tmp_path, ColourEngine()) as (bot, _):
+        store = bot.moderation.store
+
+        async def killed_before_done(message_id: int) -> None:
+            return None
+
+        monkeypatch.setattr(store, "done", killed_before_done)
+        red = await post_image(fake, "red", CAPTIONS_ID)
+        await fake.wait_for_sent(lambda s: s["channel_id"] == MOD_LOG_ID)
+        await fake.wait_until(lambda: len(store._db.execute("SELECT steps FROM mod_seen").fetchone()[0] or "") > 10, what="steps recorded")
+        await settle(0.3)
+        assert json.loads(store._db.execute("SELECT steps FROM mod_seen").fetchone()[0]) == ["alt", "alert:0:red-things"]
+        monkeypatch.undo()
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    if left.startswith("the alert unrecorded"):
+        db.execute("UPDATE mod_seen SET steps = ?", (json.dumps(["alt"]),))
+    else:
+        fake.nonce_window_s = 0.0
+    db.commit()
+    db.close()
+    async with moderated_bot(fake, tiny_pair, tmp_path, ColourEngine()) as (bot, _):
+        await checked(bot, red)
+        await settle(0.3)
+        assert len(fake.sent_to(CAPTIONS_ID)) == 1  # the alt text
+        assert len({m["id"] for m in fake.messages.values() if int(m["channel_id"]) == MOD_LOG_ID}) == 1
+        assert await bot.moderation.store.count() == 1
+    if left.startswith("the alert unrecorded"):
+        assert len(fake.nonce_hits) == 1  # the alert was sent again and Discord answered with the first one

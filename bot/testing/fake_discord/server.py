@@ -74,6 +74,8 @@ class FakeDiscord(
         self.nonces: dict[str, tuple[int, float]] = {}
         #: creates answered with the message an earlier create with the same nonce made
         self.nonce_hits: list[dict[str, Any]] = []
+        #: set when the fake closes: held responses are let go
+        self._closing = asyncio.Event()
         self.commands: dict[int | None, list[dict[str, Any]]] = {None: []}  # None: global; else guild id
         self.interactions: dict[int, FakeInteraction] = {}
         self._build_model()
@@ -136,6 +138,7 @@ class FakeDiscord(
         return self
 
     async def close(self) -> None:
+        self._closing.set()  # held responses go now: the server's cleanup waits for its handlers
         for conn in list(self._conns):
             conn.live = False
             if not conn.ws.closed:
