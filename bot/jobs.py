@@ -163,7 +163,7 @@ class Jobs:
         self._replay: asyncio.Task[None] | None = None
         #: takes a message journaled as "seen" by a killed process from the start again
         #: (set by the front end that reads messages; called with the message and its row)
-        self.readmit: Callable[[discord.Message, int], Coroutine[Any, Any, None]] | None = None
+        self.readmit: Callable[[discord.Message, int, bool], Coroutine[Any, Any, None]] | None = None
 
     # -- in flight ------------------------------------------------------------------
 
@@ -199,11 +199,13 @@ class Jobs:
             return None
 
     async def answer(
-        self, specs: JobSpec | Sequence[JobSpec], *, seen: int | None = None, journaled: int | None = None
+        self, specs: JobSpec | Sequence[JobSpec], *, seen: int | None = None, journaled: int | None = None, replayed: bool = False
     ) -> list[Outcome]:
         """Accept a message's jobs together (or refuse them at once) and answer each once.
         ``seen``: the message's row from :meth:`seen`, replaced by its jobs' rows;
-        ``journaled``: the one job's row from :meth:`journal_first`."""
+        ``journaled``: the one job's row from :meth:`journal_first`; ``replayed``: a
+        message an earlier run received, which waits for room in the queue like the
+        other replays instead of being refused."""
         specs = [specs] if isinstance(specs, JobSpec) else list(specs)
         if not specs:
             await self._forget(seen)
@@ -211,7 +213,10 @@ class Jobs:
         first = specs[0]
         started = time.perf_counter()
         try:
-            reservation = self.runtime.queue.reserve(first.user_id, len(specs), lane=first.lane)
+            if replayed:
+                reservation = await self._room(len(specs), first.lane)
+            else:
+                reservation = self.runtime.queue.reserve(first.user_id, len(specs), lane=first.lane)
         except Refused as exc:
             await self._refuse(first, str(exc), started)
             await self._forget(seen if journaled is None else journaled)
@@ -592,7 +597,7 @@ class Jobs:
             await self._forget(entry.id)
             return None
         log.info("taking message %s again: it was received but not journaled as jobs before the restart", message_id)
-        return asyncio.create_task(self.readmit(message, entry.id))
+        return asyncio.create_task(self.readmit(message, entry.id, True))
 
     async def _readable(self, group: list[Entry]) -> list[tuple[Entry, JobSpec]]:
         """The group's jobs that can still be answered; the others get their one line now."""
@@ -634,18 +639,23 @@ class Jobs:
     ) -> asyncio.Task[list[Outcome]] | None:
         """Wait for room in the queue (replays go through its limits), then start the group.
         None when the bot is stopping (the rows stay for the next start)."""
-        lane = specs[0][1].lane
-        while True:
-            try:
-                reservation = self.runtime.queue.reserve(None, len(specs), lane=lane)
-                break
-            except QueueClosed:
-                return None
-            except Refused:
-                await asyncio.sleep(0.5)
+        try:
+            reservation = await self._room(len(specs), specs[0][1].lane)
+        except QueueClosed:
+            return None
         return asyncio.create_task(
             self._run_group([s for _, s in specs], [e.id for e, _ in specs], [e.note_id for e, _ in specs], reservation, adopted)
         )
+
+    async def _room(self, count: int, lane: Lane) -> Reservation:
+        """Wait for room in the queue for a replayed message's jobs (QueueClosed: the bot stops)."""
+        while True:
+            try:
+                return self.runtime.queue.reserve(None, count, lane=lane)
+            except QueueClosed:
+                raise
+            except Refused:
+                await asyncio.sleep(0.5)
 
     async def close(self) -> None:
         if self._replay is not None and not self._replay.done():

@@ -89,9 +89,9 @@ class Ask(commands.Cog):
         # journaled before any request is made for it: a kill from here on loses nothing
         await self.take(message, await self.bot.jobs.seen(message))
 
-    async def take(self, message: discord.Message, seen: int | None) -> None:
+    async def take(self, message: discord.Message, seen: int | None, replayed: bool = False) -> None:
         """Refuse or answer a question journaled as received (``seen``, its row);
-        also what the replay calls for a message a killed process had received."""
+        also what the replay calls for a message a killed process had received (``replayed``)."""
         jobs = self.bot.jobs
         try:
             refusal = await self._refusal(message)
@@ -109,7 +109,7 @@ class Ask(commands.Cog):
         if isinstance(specs, str):
             await jobs.refuse_message(message, specs, seen=seen)
             return
-        await jobs.answer(specs, seen=seen)
+        await jobs.answer(specs, seen=seen, replayed=replayed)
 
     async def _specs(self, message: discord.Message) -> list[JobSpec] | str:
         """One job per image the message asks about (or why there is none)."""

@@ -2,6 +2,13 @@
 fake Discord, with the real engine on the tiny model.
 
     python -m tests.e2e.load --questions 1000 --users 100
+    python -m tests.e2e.load --questions 300 --users 300 --corpus odd --max-tokens 24 --product-queue
+
+``--corpus odd`` cycles through odd images people post (animated GIF/PNG/WebP,
+CMYK, 16-bit grey, palette with transparency, EXIF-rotated) and files that are
+not images, damaged or too big (:mod:`tests.e2e.odd_images`); ``--product-queue``
+keeps the queue limits users get instead of this test's small ones.  Answers
+stream in, as they do for users.
 
 Every question must end in exactly one bot message: an answer (with the
 footer) if the queue accepted it, one refusal line if not; none may get two.
@@ -27,6 +34,7 @@ from PIL import Image, ImageDraw
 
 from bot.testing.fake_discord import BOT_ID, GENERAL_ID, FakeDiscord
 from bot.testing.harness import running_bot
+from tests.e2e.odd_images import CASES
 
 FIRST_USER_ID = 100_000
 
@@ -91,15 +99,22 @@ async def run_load(
     *,
     questions: int,
     users: int,
-    max_size: int = 32,
+    max_size: int | None = 32,
     per_user: int = 2,
+    corpus: str = "plain",
+    max_tokens: int = 16,
 ) -> LoadResult:
+    """``max_size=None``: the queue limits users get (the product's defaults)."""
     for n in range(users):
         fake.add_user(FIRST_USER_ID + n, f"user{n}")
     fake.heartbeat_interval = 500  # ms: a blocked loop would miss several
-    images = pictures(8)
+    if corpus == "odd":
+        files = [(name, data, ctype, size) for name, data, ctype, size, _, _ in CASES]
+    else:
+        files = [("q.jpg", data, None, None) for data in pictures(8)]
+    queue = {} if max_size is None else {"max_size": max_size, "per_user": per_user, "per_user_per_minute": 0}
     async with running_bot(
-        fake, model, state_dir, queue={"max_size": max_size, "per_user": per_user, "per_user_per_minute": 0}
+        fake, model, state_dir, queue=queue, generation={"max_tokens": max_tokens, "max_tokens_limit": max(64, max_tokens)}
     ) as (bot, runtime):
         rss_before = rss_mb()
         beats_before = fake.heartbeats
@@ -107,7 +122,8 @@ async def run_load(
         started = time.perf_counter()
         for i in range(questions):
             user = FIRST_USER_ID + (i % users)
-            att = fake.add_attachment(f"q{i}.jpg", images[i % len(images)])
+            name, data, ctype, size = files[i % len(files)]
+            att = fake.add_attachment(f"q{i}-{name}", data, ctype, size)
             msg = await fake.user_message(user, GENERAL_ID, f"<@{BOT_ID}> what is this?", attachments=[att], mentions_bot=True)
             asked.append(msg["id"])
 
@@ -173,7 +189,10 @@ async def _main(args: argparse.Namespace) -> int:
 
             discord.http.Route.BASE = fake.api_base
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
-            result = await run_load(fake, model, Path(tmp), questions=args.questions, users=args.users)
+            result = await run_load(
+                fake, model, Path(tmp), questions=args.questions, users=args.users, corpus=args.corpus,
+                max_tokens=args.max_tokens, max_size=None if args.product_queue else 32,
+            )
     print(json.dumps(asdict(result), indent=2))
     ok = result.unanswered == 0 and result.duplicated == 0 and result.resumes == 0 and result.identifies == 1
     return 0 if ok else 1
@@ -183,6 +202,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--corpus", choices=("plain", "odd"), default="plain")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--product-queue", action="store_true", help="the queue limits users get")
     return asyncio.run(_main(parser.parse_args()))
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import pytest
+
 from bot.testing.fake_discord import FakeDiscord
 from tests.e2e.load import run_load
 
 
-async def test_every_question_gets_exactly_one_reply_under_load(fake: FakeDiscord, tiny_pair, tmp_path, capsys) -> None:
-    result = await run_load(fake, tiny_pair, tmp_path, questions=300, users=30, max_size=16)
+@pytest.mark.parametrize("corpus", ["plain", "odd"])
+async def test_every_question_gets_exactly_one_reply_under_load(fake: FakeDiscord, tiny_pair, tmp_path, capsys, corpus: str) -> None:
+    """300 questions at once, answers streaming in (the default): each ends in exactly one
+    reply, final, no note left.  "odd": odd images and files that are not images."""
+    result = await run_load(fake, tiny_pair, tmp_path, questions=300, users=30, max_size=16, corpus=corpus, max_tokens=24)
     with capsys.disabled():
         print("\nload test:", json.dumps(asdict(result)))
     assert result.unanswered == 0 and result.duplicated == 0
