@@ -10,11 +10,12 @@ owns it, as llama-server does with its slots.
   where the decode thread puts the answer's text as it is generated (``on_text``
   runs in the caller's thread, so a slow callback never stalls the others)
   and finally the Answer or the exception.
-* The decode thread takes jobs while slots are free.  A job is rendered and
-  tokenized with mtmd first, then goes to the free slot whose prefix cache
-  reuses most of its prompt (a follow-up returns to its conversation's slot),
-  else to the least recently used free slot.  The slot's KV past the reusable
-  prefix is removed.
+* The decode thread takes jobs while slots are free.  A job's prompt is built
+  first (:class:`bot.engine.prompt.PromptBuilder`, as on the single path),
+  then the job goes to the free slot whose prefix cache reuses most of its
+  prompt (a follow-up returns to its conversation's slot), else to the least
+  recently used free slot.  The slot's KV past the reusable prefix is removed
+  (:func:`bot.engine.prefix_cache.keep_for`, as on the single path).
 * Each step: at most one image of a prompting job is encoded (CLIP) and
   decoded into its slot's sequence (``mtmd_helper_decode_image_chunk``, its own
   ``llama_decode``); then one ``llama_decode`` carries one token for every
@@ -41,13 +42,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.engine.base import Answer, EngineError, StageTimings, TextSink, VisionRequest
-from bot.engine.prefix_cache import TEXT, Piece, PrefixCache, cached_tokens, layout
+from bot.engine.native import LIB, context_params, model_pointer, vocab_pointer
+from bot.engine.prefix_cache import IMAGE, TEXT, Piece, PrefixCache, cached_tokens, keep_for, remaining
+from bot.engine.prompt import Clock, Prompt, PromptBuilder, build_answer
 
-if TYPE_CHECKING:
-    from bot.engine.llama_cpp import LlamaCppEngine
+__all__ = ["BatchedDecoder", "OutputText", "kv_cache_bytes", "model_kv_shape"]
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,11 @@ def kv_cache_bytes(n_layer: int, n_ctx: int, n_seq: int, n_embd_k_gqa: int, n_em
 
 def model_kv_shape(llama: Any) -> tuple[int, int, int]:
     """``(n_layer, n_embd_k_gqa, n_embd_v_gqa)`` of a loaded ``Llama``."""
-    import llama_cpp
-
-    model = llama._model.model
-    n_layer = int(llama_cpp.llama_model_n_layer(model))
-    n_embd = int(llama_cpp.llama_model_n_embd(model))
-    n_head = max(1, int(llama_cpp.llama_model_n_head(model)))
-    n_head_kv = int(llama_cpp.llama_model_n_head_kv(model)) or n_head
+    model = model_pointer(llama)
+    n_layer = int(LIB.llama_model_n_layer(model))
+    n_embd = int(LIB.llama_model_n_embd(model))
+    n_head = max(1, int(LIB.llama_model_n_head(model)))
+    n_head_kv = int(LIB.llama_model_n_head_kv(model)) or n_head
     meta = llama.metadata
     arch = meta.get("general.architecture", "")
     head_k = int(meta.get(f"{arch}.attention.key_length", n_embd // n_head))
@@ -78,7 +78,7 @@ def model_kv_shape(llama: Any) -> tuple[int, int, int]:
 # -- text out, as create_completion builds it -----------------------------------------
 
 
-class _Output:
+class OutputText:
     """The generated text of one answer: stop strings, held-back stop prefixes,
     characters split over tokens and the ``max_tokens`` check, in the order
     llama-cpp-python's ``create_completion`` applies them."""
@@ -154,19 +154,14 @@ class _Job:
     should_stop: Callable[[], bool] | None
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     timings: StageTimings = field(default_factory=StageTimings)
-    started: float = 0.0
+    clock: Clock = field(default_factory=Clock)
     deadline: float | None = None
-    prompt_done: float = 0.0
-    first_token: float | None = None
-    n_prompt: int = 0
-    max_tokens: int = 0
-    pieces: list[Piece] = field(default_factory=list)
-    chunks: Any = None
-    #: what is left of the prompt: ("text", tokens, first position) or ("image", piece)
-    todo: deque = field(default_factory=deque)
+    prompt: Prompt | None = None
+    #: what is left of the prompt to evaluate, in order (text pieces shrink as they go)
+    todo: deque[Piece] = field(default_factory=deque)
     slot: _Slot | None = None
     sampler: Any = None
-    output: _Output | None = None
+    output: OutputText | None = None
     pos: int = 0  # the next position in the slot's sequence
     next_token: int | None = None  # sampled, to be evaluated in the next step
     generated: list[int] = field(default_factory=list)  # evaluated answer tokens
@@ -175,6 +170,12 @@ class _Job:
     @property
     def generating(self) -> bool:
         return self.next_token is not None
+
+    @property
+    def seq(self) -> int:
+        """The sequence of this job's slot (every admitted job holds one)."""
+        assert self.slot is not None
+        return self.slot.seq
 
 
 @dataclass(eq=False)
@@ -186,37 +187,34 @@ class _Slot:
 
 
 class BatchedDecoder:
-    """One llama context with ``parallel`` sequences and the thread that decodes them."""
+    """One llama context with ``parallel`` sequences and the thread that decodes them.
 
-    def __init__(self, engine: LlamaCppEngine, parallel: int) -> None:
-        import llama_cpp
+    ``llama``: the loaded model (its own context only serves the vocabulary);
+    ``prompts``: the model's prompt builder; ``n_ctx``: each slot's context;
+    ``seed``: the sampling seed; ``use_prefix_cache``: asked for every job.
+    """
 
-        self.engine = engine
+    def __init__(
+        self,
+        llama: Any,
+        prompts: PromptBuilder,
+        *,
+        parallel: int,
+        n_ctx: int,
+        n_batch: int,
+        seed: int,
+        use_prefix_cache: Callable[[], bool],
+    ) -> None:
+        self.prompts = prompts
         self.parallel = parallel
-        self.n_ctx = engine.n_ctx  # per slot
-        self.n_batch = max(engine.n_batch, parallel)
-        self._llama_cpp = llama_cpp
-        self._mtmd = engine._mtmd
-        llama = engine._llama
-        params = llama_cpp.llama_context_params.from_buffer_copy(llama.context_params)
-        params.n_ctx = self.n_ctx * parallel
-        params.n_seq_max = parallel
-        params.kv_unified = False
-        params.n_batch = self.n_batch
-        params.n_ubatch = min(self.n_batch, 512)
-        self._params = params
-        ctx = llama_cpp.llama_init_from_model(llama._model.model, params)
-        if not ctx:
-            n_layer, k, v = model_kv_shape(llama)
-            mb = kv_cache_bytes(n_layer, self.n_ctx, parallel, k, v) / 2**20
-            raise EngineError(
-                f"could not create the batched context: {parallel} slots x {self.n_ctx} tokens need "
-                f"{parallel * self.n_ctx} KV cells (about {mb:.0f} MB of KV cache); lower model.parallel or model.n_ctx"
-            )
-        self.ctx = ctx
-        self.mem = llama_cpp.llama_get_memory(ctx)
-        self.vocab = llama._model.vocab
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.n_ctx = n_ctx  # per slot
+        self.n_batch = max(n_batch, parallel)
+        self.seed = seed
+        self.use_prefix_cache = use_prefix_cache
+        self.ctx = self._new_context(llama)
+        self.mem = LIB.llama_get_memory(self.ctx)
+        self.vocab = vocab_pointer(llama)
+        self._batch = LIB.llama_batch_init(self.n_batch, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
         self.slots = [_Slot(seq) for seq in range(parallel)]
         self._active: list[_Job] = []  # in admission order
@@ -227,6 +225,24 @@ class BatchedDecoder:
         self.busiest = 0
         self._thread = threading.Thread(target=self._run, name="llama-batched-decode", daemon=True)
         self._thread.start()
+
+    def _new_context(self, llama: Any) -> Any:
+        """A llama context for ``parallel`` sequences of ``n_ctx`` cells each, not unified."""
+        params = context_params(llama)
+        params.n_ctx = self.n_ctx * self.parallel
+        params.n_seq_max = self.parallel
+        params.kv_unified = False
+        params.n_batch = self.n_batch
+        params.n_ubatch = min(self.n_batch, 512)
+        ctx = LIB.llama_init_from_model(model_pointer(llama), params)
+        if not ctx:
+            n_layer, k, v = model_kv_shape(llama)
+            mb = kv_cache_bytes(n_layer, self.n_ctx, self.parallel, k, v) / 2**20
+            raise EngineError(
+                f"could not create the batched context: {self.parallel} slots x {self.n_ctx} tokens need "
+                f"{self.parallel * self.n_ctx} KV cells (about {mb:.0f} MB of KV cache); lower model.parallel or model.n_ctx"
+            )
+        return ctx
 
     # -- callers' side ------------------------------------------------------------------
 
@@ -263,9 +279,8 @@ class BatchedDecoder:
         self._closed = True
         self._inbox.put(_STOP)
         self._thread.join()
-        llama_cpp = self._llama_cpp
-        llama_cpp.llama_batch_free(self._batch)
-        llama_cpp.llama_free(self.ctx)
+        LIB.llama_batch_free(self._batch)
+        LIB.llama_free(self.ctx)
         self.ctx = None
 
     # -- the decode thread ----------------------------------------------------------------
@@ -308,47 +323,29 @@ class BatchedDecoder:
         return True
 
     def _start(self, job: _Job) -> None:
-        engine, mtmd = self.engine, self._mtmd
-        job.started = time.perf_counter()
+        """Build the job's prompt, give it a slot and plan its evaluation; a prompt that
+        cannot be built fails the job alone."""
+        job.clock = Clock()
         limit = job.request.time_limit_s
-        job.deadline = job.started + limit if limit else None
-        bitmaps: list[Any] = []
+        job.deadline = job.clock.started + limit if limit else None
         try:
-            text, add_special = engine._render(job.request, mtmd.mtmd_default_marker().decode("utf-8"))
-            for uri in job.request.images:
-                bitmaps.append(engine._bitmap(uri))
-            job.chunks = mtmd.mtmd_input_chunks_init()
-            engine._tokenize(text, bitmaps, job.chunks, add_special)
-            job.n_prompt = int(mtmd.mtmd_helper_get_n_tokens(job.chunks))
-            job.max_tokens = engine._check_room(job.n_prompt, job.request.max_tokens)
-            job.pieces = layout(mtmd, job.chunks)
-            if job.pieces[-1].kind != TEXT:
+            job.prompt = self.prompts.build(job.request)
+            if job.prompt.pieces[-1].kind != TEXT:
                 raise EngineError("a prompt must end with text")
         except BaseException as exc:
             self._free_chunks(job)
             job.events.put(("error", exc if isinstance(exc, Exception) else EngineError(str(exc))))
             return
-        finally:
-            for bitmap in bitmaps:
-                mtmd.mtmd_bitmap_free(bitmap)
-        slot, keep = self._choose(job.pieces)
+        pieces = job.prompt.pieces
+        slot, reusable = self._choose(pieces)
         slot.job, job.slot = job, slot
         self._active.append(job)
         slot.cache.clear()  # until this prompt is evaluated
-        end = job.pieces[-1].end
-        if keep >= end:  # all cached: evaluate the last token again for fresh logits
-            keep = end - 1
-        self._llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, keep, -1)
-        job.timings.cached_tokens = cached_tokens(job.pieces, keep)
-        for piece in job.pieces:
-            if piece.end <= keep:
-                continue
-            if piece.kind == TEXT:
-                skip = max(0, keep - piece.start)
-                job.todo.append(("text", list(piece.key[skip:]), piece.start + skip))
-            else:
-                job.todo.append(("image", piece))
-        job.output = _Output(engine.template.stops if engine.template else (), job.max_tokens, self._emitter(job))
+        keep = keep_for(pieces, reusable)
+        LIB.llama_memory_seq_rm(self.mem, slot.seq, keep, -1)
+        job.timings.cached_tokens = cached_tokens(pieces, keep)
+        job.todo.extend(remaining(pieces, keep))
+        job.output = OutputText(self.prompts.template.stops, job.prompt.max_tokens, self._emitter(job))
         job.sampler = self._sampler(job.request.temperature)
 
     def _choose(self, pieces: list[Piece]) -> tuple[_Slot, int]:
@@ -356,7 +353,7 @@ class BatchedDecoder:
         free = [s for s in self.slots if s.job is None]
         best = min(free, key=lambda s: s.last_used)
         keep = 0
-        if self.engine.prefix_cache:
+        if self.use_prefix_cache():
             for slot in sorted(free, key=lambda s: s.last_used):
                 reuse = slot.cache.reusable(pieces)
                 if reuse > keep:
@@ -365,10 +362,10 @@ class BatchedDecoder:
 
     def _sampler(self, temperature: float) -> Any:
         """The sampler chain create_completion builds (its default top-k/p, min-p)."""
-        lc = self._llama_cpp
+        lc = LIB
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         if temperature < 0:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(self.engine.seed))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(self.seed))
         elif temperature == 0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
         else:
@@ -378,7 +375,7 @@ class BatchedDecoder:
                 lc.llama_sampler_init_top_p(0.95, 1),
                 lc.llama_sampler_init_min_p(0.05, 1),
                 lc.llama_sampler_init_temp(temperature),
-                lc.llama_sampler_init_dist(self.engine.seed),
+                lc.llama_sampler_init_dist(self.seed),
             ):
                 lc.llama_sampler_chain_add(chain, smpl)
         return chain
@@ -389,41 +386,14 @@ class BatchedDecoder:
 
     def _step(self) -> None:
         """One image (if any waits), then one llama_decode for every slot that has work."""
-        prompting = [j for j in self._active if not j.generating and j.todo]
-        for job in prompting:
-            if job.todo[0][0] == "image":
-                self._eval_image(job)
-                break
-        batch = self._batch
-        n = 0
-        carried: list[_Job] = []
-        for job in self._active:
-            if job.generating:
-                self._put(n, job.next_token, job.pos, job.slot.seq, True)
-                job.index = n
-                job.pos += 1
-                n += 1
-                carried.append(job)
-        prompt_job = next((j for j in self._active if not j.generating and j.todo and j.todo[0][0] == "text"), None)
-        if prompt_job is not None and n < self.n_batch:
-            _, tokens, start = prompt_job.todo[0]
-            take = tokens[: self.n_batch - n]
-            last = len(take) == len(tokens) and len(prompt_job.todo) == 1
-            for i, token in enumerate(take):
-                self._put(n, token, start + i, prompt_job.slot.seq, last and i == len(take) - 1)
-                n += 1
-            if last:
-                prompt_job.index = n - 1
-                prompt_job.pos = start + len(take)
-            if len(take) == len(tokens):
-                prompt_job.todo.popleft()
-            else:
-                prompt_job.todo[0] = ("text", tokens[len(take) :], start + len(take))
+        self._eval_next_image()
+        carried = self._add_generating()
+        prompt_job, n = self._add_prompt_text(len(carried))
         if n == 0:
             return
-        batch.n_tokens = n
+        self._batch.n_tokens = n
         t0 = time.perf_counter()
-        rc = self._llama_cpp.llama_decode(self.ctx, batch)
+        rc = LIB.llama_decode(self.ctx, self._batch)
         now = time.perf_counter()
         if prompt_job is not None:
             prompt_job.timings.prompt_eval_s += now - t0
@@ -433,13 +403,62 @@ class BatchedDecoder:
                 self._fail(job, error)
             return
         for job in carried:
-            job.generated.append(job.next_token)
+            if job.next_token is not None:
+                job.generated.append(job.next_token)
         if prompt_job is not None and prompt_job.index >= 0:
-            prompt_job.prompt_done = now
-            prompt_job.slot.cache.store(prompt_job.pieces)
-            self._free_chunks(prompt_job)
+            self._prompt_evaluated(prompt_job, now)
             carried.append(prompt_job)
-        for job in carried:
+        self._sample_all(carried)
+
+    def _eval_next_image(self) -> None:
+        """Encode and evaluate the next image of the first prompting job that waits on one."""
+        job = next((j for j in self._active if not j.generating and j.todo and j.todo[0].kind == IMAGE), None)
+        if job is not None:
+            self._eval_image(job)
+
+    def _add_generating(self) -> list[_Job]:
+        """Put one token of every generating job into the batch (logits on); returns those jobs."""
+        carried: list[_Job] = []
+        for job in self._active:
+            if job.next_token is not None:
+                n = len(carried)
+                self._put(n, job.next_token, job.pos, job.seq, True)
+                job.index = n
+                job.pos += 1
+                carried.append(job)
+        return carried
+
+    def _add_prompt_text(self, n: int) -> tuple[_Job | None, int]:
+        """After the ``n`` tokens in the batch, the next text of one prompting job, up to
+        ``n_batch`` tokens in all (logits only on the prompt's last token); returns that
+        job (also when the batch is full) and the batch's size."""
+        job = next((j for j in self._active if not j.generating and j.todo and j.todo[0].kind == TEXT), None)
+        if job is None or n >= self.n_batch:
+            return job, n
+        piece = job.todo[0]
+        take = piece.key[: self.n_batch - n]
+        last = len(take) == len(piece.key) and len(job.todo) == 1
+        for i, token in enumerate(take):
+            self._put(n, token, piece.start + i, job.seq, last and i == len(take) - 1)
+            n += 1
+        if last:
+            job.index = n - 1
+            job.pos = piece.start + len(take)
+        if len(take) == len(piece.key):
+            job.todo.popleft()
+        else:
+            job.todo[0] = piece.after(len(take))
+        return job, n
+
+    def _prompt_evaluated(self, job: _Job, now: float) -> None:
+        """The job's whole prompt is in its slot's sequence: the slot's cache holds it."""
+        assert job.prompt is not None and job.slot is not None
+        job.clock.prompt_done = now
+        job.slot.cache.store(job.prompt.pieces)
+        self._free_chunks(job)
+
+    def _sample_all(self, jobs: list[_Job]) -> None:
+        for job in jobs:
             index, job.index = job.index, -1
             try:
                 self._sample(job, index)
@@ -455,19 +474,19 @@ class BatchedDecoder:
         batch.logits[i] = logits
 
     def _sample(self, job: _Job, index: int) -> None:
-        lc = self._llama_cpp
-        token = int(lc.llama_sampler_sample(job.sampler, self.ctx, index))
+        token = int(LIB.llama_sampler_sample(job.sampler, self.ctx, index))
         now = time.perf_counter()
-        if job.first_token is None:
-            job.first_token = now
+        if job.clock.first_token is None:
+            job.clock.first_token = now
         job.next_token = None
         if job.should_stop is not None and job.should_stop():
             self._finish(job, "cancelled")
         elif job.deadline is not None and now > job.deadline:
             self._finish(job, "timeout")
-        elif lc.llama_vocab_is_eog(self.vocab, token):
+        elif LIB.llama_vocab_is_eog(self.vocab, token):
             self._finish(job, "stop")
         else:
+            assert job.output is not None
             finish = job.output.add(self._piece(token))
             if finish:
                 self._finish(job, finish)
@@ -476,16 +495,16 @@ class BatchedDecoder:
 
     def _piece(self, token: int) -> bytes:
         buf = self._piece_buf
-        n = self._llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        n = LIB.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = self._llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            n = LIB.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
 
     def _eval_image(self, job: _Job) -> None:
-        _, piece = job.todo.popleft()
+        piece = job.todo.popleft()
         try:
-            end = self.engine.encode_image_into(self.ctx, piece.chunk, piece.start, job.slot.seq, self.n_batch, job.timings)
+            end = self.prompts.vision.eval_image(self.ctx, piece.chunk, piece.start, job.seq, self.n_batch, job.timings)
             if end != piece.end:
                 raise EngineError(f"the prompt's positions went wrong ({end} != {piece.end})")
         except EngineError as exc:
@@ -493,20 +512,20 @@ class BatchedDecoder:
             return
 
     def _finish(self, job: _Job, finish: str) -> None:
-        from bot.engine.llama_cpp import _build_answer
-
         now = time.perf_counter()
+        assert job.output is not None and job.prompt is not None and job.slot is not None
         text = job.output.finish()
-        timings = job.timings
-        timings.generation_s = now - job.prompt_done
-        timings.total_s = now - job.started
-        timings.first_token_s = (job.first_token - job.started) if job.first_token is not None else timings.total_s
         generated = len(job.generated) + (1 if finish == "length" else 0)
-        result = {"choices": [{"text": text, "finish_reason": finish}], "usage": {"completion_tokens": generated}}
-        stopped = finish if finish in ("cancelled", "timeout") else None
-        answer = _build_answer(result, job.n_prompt, timings, stopped)
-        slot = job.slot
-        slot.cache.extend(tuple(job.generated))
+        answer = build_answer(
+            text,
+            finish,
+            prompt_tokens=job.prompt.n_prompt,
+            completion_tokens=generated,
+            timings=job.timings,
+            clock=job.clock,
+            finished=now,
+        )
+        job.slot.cache.extend(tuple(job.generated))
         self._release(job)
         job.events.put(("answer", answer))
 
@@ -514,7 +533,7 @@ class BatchedDecoder:
         """This job fails alone: its slot's sequence is cleared."""
         slot = job.slot
         if slot is not None and self.ctx is not None:
-            self._llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
+            LIB.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
             slot.cache.clear()
         self._free_chunks(job)
         self._release(job)
@@ -522,7 +541,7 @@ class BatchedDecoder:
 
     def _release(self, job: _Job) -> None:
         if job.sampler is not None:
-            self._llama_cpp.llama_sampler_free(job.sampler)
+            LIB.llama_sampler_free(job.sampler)
             job.sampler = None
         if job in self._active:
             self._active.remove(job)
@@ -531,7 +550,7 @@ class BatchedDecoder:
             slot.job = None
             slot.last_used = time.perf_counter()
 
-    def _free_chunks(self, job: _Job) -> None:
-        if job.chunks is not None:
-            self._mtmd.mtmd_input_chunks_free(job.chunks)
-            job.chunks = None
+    @staticmethod
+    def _free_chunks(job: _Job) -> None:
+        if job.prompt is not None:
+            job.prompt.free()

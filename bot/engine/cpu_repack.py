@@ -25,7 +25,7 @@ GPU layers are not affected: only matrices that stay on the CPU are repacked.
 ``Llama()`` has no argument for ``use_extra_bufts``; :func:`model_params_patch`
 sets it for one construction by wrapping ``llama_model_default_params``, the
 function ``Llama.__init__`` starts its model parameters from (pinned:
-llama-cpp-python 0.3.x).
+llama-cpp-python 0.3.x; see :func:`bot.engine.native.model_params_changed`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from bot.engine import native
+from bot.engine.tiny import TINY, ensure_model_pair
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +95,12 @@ def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def build_has_amx() -> bool:
-    import llama_cpp
-
-    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
-    return "AMX_INT8 = 1" in info
+    return "AMX_INT8 = 1" in native.system_info()
 
 
 def _machine_key() -> str:
     """The CPU, the llama-cpp-python version and its native library: a new build or CPU probes again."""
-    import llama_cpp
-
-    parts = [getattr(llama_cpp, "__version__", "?"), llama_cpp.llama_print_system_info().decode("utf-8", "replace")]
+    parts = [native.version(), native.system_info()]
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             if line.startswith(("model name", "flags")):
@@ -110,8 +108,7 @@ def _machine_key() -> str:
                 break
     except OSError:
         pass
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    for lib in sorted(lib_dir.glob("*.so*")) if lib_dir.is_dir() else ():
+    for lib in native.library_files():
         st = lib.stat()
         parts.append(f"{lib.name}:{st.st_size}:{int(st.st_mtime)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -215,23 +212,9 @@ def model_params_patch(repack: bool) -> Iterator[None]:
     if repack:
         yield
         return
-    import llama_cpp.llama_cpp as native
-
     with _patch_lock:
-        original = native.llama_model_default_params
-        used = []
-
-        def without_repack() -> Any:
-            params = original()
-            params.use_extra_bufts = False
-            used.append(params)
-            return params
-
-        native.llama_model_default_params = without_repack
-        try:
+        with native.model_params_changed(_without_repack) as used:
             yield
-        finally:
-            native.llama_model_default_params = original
         if not used:
             raise RuntimeError(
                 "this llama-cpp-python did not take its model parameters from llama_model_default_params: "
@@ -239,23 +222,21 @@ def model_params_patch(repack: bool) -> Iterator[None]:
             )
 
 
+def _without_repack(params: Any) -> None:
+    params.use_extra_bufts = False
+
+
 def _probe_child(cache_dir: Path) -> int:
     """In the child: a small Q8_0 model with repacking on, a 64-token prompt. Dies if AMX does."""
-    import llama_cpp
-
-    from bot.engine.tiny import TINY, ensure_model_pair
-
     text_model, _ = ensure_model_pair(TINY, cache_dir)
     quantized = cache_dir / f"{text_model.stem}-q8_0-probe.gguf"
     if not quantized.is_file():
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
         tmp = quantized.with_suffix(f".{os.getpid()}.tmp")
-        if llama_cpp.llama_model_quantize(str(text_model).encode(), str(tmp).encode(), params) != 0:
+        if not native.quantize_q8_0(text_model, tmp):
             print("quantize failed", file=sys.stderr)
             return 3
         os.replace(tmp, quantized)
-    llm = llama_cpp.Llama(model_path=str(quantized), n_ctx=256, n_batch=256, n_gpu_layers=0, verbose=False)
+    llm = native.new_llama(model_path=str(quantized), n_ctx=256, n_batch=256, n_gpu_layers=0, verbose=False)
     tokens = llm.tokenize(_PROBE_PROMPT.encode())
     llm.eval(tokens)
     llm.close()

@@ -13,6 +13,9 @@ the answer generated after it) stay in the KV cache.  The next prompt reuses
 its leading pieces that are the same: the same text tokens, the same image by
 content hash.  A follow-up about the same image so skips CLIP and the image's
 evaluation, and a batch of questions with the same system text skips that.
+:func:`keep_for` and :func:`remaining` say what to keep and what is left to
+evaluate; the single path (:mod:`bot.engine.llama_cpp`) and each slot of the
+batched one (:mod:`bot.engine.batched`) use them alike.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 from typing import Any
+
+from bot.engine.base import EngineError
 
 TEXT, IMAGE = "text", "image"
 
@@ -35,6 +40,10 @@ class Piece:
     n_tokens: int  # the KV cells it fills
     #: the mtmd chunk an image is evaluated from (valid while its chunk list lives)
     chunk: Any = field(default=None, compare=False, repr=False)
+
+    def after(self, n: int) -> Piece:
+        """A text piece without its first ``n`` tokens."""
+        return Piece(TEXT, self.key[n:], self.start + n, self.end, self.n_tokens - n)
 
 
 def layout(mtmd: Any, chunks: Any) -> list[Piece]:
@@ -100,6 +109,32 @@ class PrefixCache:
         last = self.pieces[-1]
         n = len(generated)
         self.pieces[-1] = Piece(TEXT, last.key + generated, last.start, last.end + n, last.n_tokens + n)
+
+
+def keep_for(pieces: list[Piece], reusable: int) -> int:
+    """The positions to keep in the KV cache before evaluating ``pieces``, of the
+    ``reusable`` ones: when the whole prompt is cached, its last token is evaluated
+    again so that the model has fresh logits to sample from."""
+    end = pieces[-1].end
+    if reusable < end:
+        return reusable
+    if pieces[-1].kind != TEXT:
+        raise EngineError("a prompt must end with text")
+    return end - 1
+
+
+def remaining(pieces: list[Piece], keep: int) -> list[Piece]:
+    """What is left to evaluate of ``pieces`` when the first ``keep`` positions are
+    kept: the images after it whole, the text from its first token not kept."""
+    left: list[Piece] = []
+    for piece in pieces:
+        if piece.end <= keep:
+            continue
+        if piece.kind == TEXT:
+            left.append(piece.after(max(0, keep - piece.start)))
+        else:
+            left.append(piece)
+    return left
 
 
 def cached_tokens(pieces: list[Piece], keep: int) -> int:

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.engine.base import EngineError, VisionRequest, chat_messages
+from bot.engine.native import chat_handler_format
 from bot.engine.projector import Projector
 
 log = logging.getLogger(__name__)
@@ -117,11 +118,8 @@ def named(name: str, source: str = "model.chat_format") -> ChatTemplate:
         return ChatTemplate(name, source, text, stops=_stops(text))
     if name not in HANDLERS:
         raise EngineError(f"unknown chat format {name!r}; known: auto, {', '.join(NAMED_FORMATS)}")
-    import llama_cpp.llama_chat_format as chat_formats
-
-    handler = getattr(chat_formats, HANDLERS[name])
-    text = handler.CHAT_FORMAT
-    return ChatTemplate(name, source, text, handler.DEFAULT_SYSTEM_MESSAGE, parts=True, stops=_stops(text))
+    text, default_system = chat_handler_format(HANDLERS[name])
+    return ChatTemplate(name, source, text, default_system, parts=True, stops=_stops(text))
 
 
 def choose(chat_format: str, model_template: str | None, projector: Projector) -> ChatTemplate:
@@ -142,6 +140,33 @@ def inferred(projector: Projector) -> ChatTemplate:
         return named(PROJECTOR_FORMATS[projector.kind], f"projector ({projector.kind})")
     log.warning("no chat template in the model file and an unknown projector %r: using llava-1-5", projector.kind)
     return named("llava-1-5", "fallback")
+
+
+def working_renderer(chat_format: str, model_template: str | None, projector: Projector, *, bos: str, eos: str) -> Renderer:
+    """The :class:`Renderer` of the template :func:`choose` picks, checked on a plain conversation.
+
+    A model file's own template that cannot render one is logged and replaced
+    by the one its projector implies.  ``bos``/``eos``: the model's special tokens' text.
+    """
+    template = choose(chat_format, model_template, projector)
+    try:
+        return checked_renderer(template, bos=bos, eos=eos)
+    except EngineError as exc:
+        if template.source != "model file":
+            raise
+        log.warning("the model file's chat template does not work here (%s); using the projector's", exc)
+    return checked_renderer(inferred(projector), bos=bos, eos=eos)
+
+
+def checked_renderer(template: ChatTemplate, *, bos: str, eos: str) -> Renderer:
+    """A :class:`Renderer` for ``template`` that has rendered a probe conversation
+    (images, history, a system message); EngineError if it cannot."""
+    renderer = Renderer(template, bos=bos, eos=eos)
+    probe = VisionRequest(
+        images=("x",), question="What is this?", max_tokens=1, history=(("Hi", "Hello."),), system_prompt="Be brief."
+    )
+    renderer.render(probe, "<__media__>")
+    return renderer
 
 
 def _stops(text: str) -> tuple[str, ...]:

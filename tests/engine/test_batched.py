@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 import pytest
 
+from bot.engine import native
 from bot.engine.base import Answer, EngineError, RequestError, VisionRequest
-from bot.engine.batched import _Output, kv_cache_bytes
+from bot.engine.batched import OutputText, kv_cache_bytes, model_kv_shape
 from bot.engine.llama_cpp import LlamaCppEngine
-from tests.conftest import data_uri, picture
+from tests.helpers import data_uri, picture
 
 COLOURS = [(200, 60, 40), (10, 200, 30), (30, 30, 220), (240, 240, 0), (0, 0, 0), (255, 255, 255), (120, 0, 120), (0, 120, 120)]
 
@@ -65,21 +66,20 @@ def at_once(engine: LlamaCppEngine, calls: list[Callable[[], Answer]]) -> list[A
 
 def fresh(engine: LlamaCppEngine, request: VisionRequest) -> Answer:
     """The single engine's answer from an empty KV cache."""
-    engine._truncate(0)
-    engine._cache.clear()
+    engine.forget()
     return engine.generate(request)
 
 
 def test_slots_and_the_single_path(single: LlamaCppEngine, batched: LlamaCppEngine) -> None:
-    assert single.slots == 1 and single._batched is None
-    assert batched.slots == 4 and batched._batched is not None
+    assert single.slots == 1 and single.decoder is None
+    assert batched.slots == 4 and batched.decoder is not None
     assert batched.warmup_answer is not None and batched.warmup_answer.text
 
 
 def test_four_questions_at_once_answer_as_one_at_a_time(single: LlamaCppEngine, batched: LlamaCppEngine) -> None:
     requests = [ask(i) for i in range(4)]
     answers = at_once(batched, [lambda r=r: batched.generate(r) for r in requests])
-    assert batched._batched.busiest >= 2  # they really were decoded together
+    assert batched.decoder is not None and batched.decoder.busiest >= 2  # they really were decoded together
     for request, answer in zip(requests, answers):
         assert isinstance(answer, Answer), answer
         expected = fresh(single, request)
@@ -206,10 +206,10 @@ def test_close_fails_waiting_callers(tiny_pair) -> None:
 
 def test_kv_memory_and_the_line_when_the_context_cannot_be_made(tiny_pair, batched, monkeypatch) -> None:
     assert kv_cache_bytes(32, 4096, 1, 1024, 1024) == 32 * 4096 * 2048 * 2  # 7B-like GQA: 512 MiB
-    assert batched.kv_memory_bytes() == 4 * LlamaCppEngine.kv_memory_bytes(_with(batched, parallel=1))
-    import llama_cpp
-
-    monkeypatch.setattr(llama_cpp, "llama_init_from_model", lambda *a: None)
+    n_layer, k, v = model_kv_shape(batched.llama)
+    assert batched.kv_memory_bytes() == 4 * kv_cache_bytes(n_layer, 2048, 1, k, v)
+    # the batched context only (the Llama's own is made by llama-cpp-python)
+    monkeypatch.setattr(native.LIB, "llama_init_from_model", lambda *a: None, raising=False)
     engine = LlamaCppEngine(*tiny_pair, n_ctx=4096, n_gpu_layers=0, parallel=8, warmup=False)
     with pytest.raises(
         EngineError, match=r"8 slots x 4096 tokens need 32768 KV cells \(about \d+ MB.*lower model.parallel or model.n_ctx"
@@ -218,25 +218,16 @@ def test_kv_memory_and_the_line_when_the_context_cannot_be_made(tiny_pair, batch
     assert not engine.loaded
 
 
-def _with(engine: LlamaCppEngine, **changes):
-    class View:
-        pass
-
-    view = View()
-    view.__dict__.update({"_llama": engine._llama, "n_ctx": engine.n_ctx, "parallel": engine.parallel, **changes})
-    return view
-
-
 def test_output_holds_back_and_cuts_stop_strings() -> None:
     seen: list[str] = []
-    out = _Output(("</s>",), 100, seen.append)
+    out = OutputText(("</s>",), 100, seen.append)
     assert out.add(b"Hello") is None
     assert out.add(b" </") is None
     assert "".join(seen) == "Hello "  # "</" may start the stop string: held back
     assert out.add(b"s> tail") == "stop"
     assert out.finish() == "Hello " and "".join(seen) == "Hello "
     # a character split over two tokens: as in create_completion, the length check waits for it
-    out = _Output((), 2, seen.append)
+    out = OutputText((), 2, seen.append)
     assert out.add(b"ab") is None and out.add(b"\xc3") is None
     assert out.add(b"\xa9") == "length" and out.finish() == "ab\u00e9"
 
@@ -273,7 +264,7 @@ def test_qwen_mrope_with_two_slots_answers_as_one(private_cache) -> None:
 
 
 def test_measure_parallel_reports_both_runs(tiny_pair) -> None:
-    from bot.bench_parallel import measure_parallel
+    from bot.bench.parallel import measure_parallel
 
     result = measure_parallel(tiny_pair, slots=2, questions=3, max_tokens=4)
     assert set(result["runs"]) == {1, 2}

@@ -11,9 +11,11 @@ import ctypes
 
 import pytest
 
-from bot.engine.base import RequestError, StageTimings, TextSink, VisionRequest
-from bot.engine.llama_cpp import LlamaCppEngine, _Stopper
-from tests.conftest import data_uri, picture
+from bot.engine import native
+from bot.engine.base import RequestError, TextSink, VisionRequest
+from bot.engine.llama_cpp import LlamaCppEngine, Stopper
+from bot.engine.native import LIB, MTMD
+from tests.helpers import data_uri, picture
 
 FAMILIES = ("gemma3", "qwen2.5vl")
 END_OF_TURN = {"gemma3": "<end_of_turn>", "qwen2.5vl": "<|im_end|>"}
@@ -43,13 +45,13 @@ def test_auto_uses_the_template_in_the_model_file(family_engine: LlamaCppEngine)
 
 
 def test_the_prompt_is_the_families_own_format(family_engine: LlamaCppEngine) -> None:
-    text, add_bos = family_engine._render(ask(), "<__media__>")
+    text, add_bos = family_engine.prompts.render(ask())
     if family_engine.family == "gemma3":  # type: ignore[attr-defined]
         assert text.startswith(b"<bos><start_of_turn>user\n") and text.endswith(b"<start_of_turn>model\n")
         assert not add_bos  # the template writes <bos> itself: not a second one
     else:
         assert b"<|im_start|>user\n" in text and text.endswith(b"<|im_start|>assistant\n")
-    assert text.count(b"<__media__>") == 1
+    assert text.count(family_engine.prompts.vision.marker.encode()) == 1
 
 
 def test_the_end_of_turn_token_ends_the_answer_and_never_shows(family_engine: LlamaCppEngine) -> None:
@@ -70,30 +72,19 @@ def test_several_images_in_one_question(family_engine: LlamaCppEngine) -> None:
 def reference_answer(engine: LlamaCppEngine, request: VisionRequest) -> str:
     """The answer after llama.cpp's own ``mtmd_helper_eval_chunks`` evaluated the
     whole prompt from an empty cache (positions as llama.cpp computes them)."""
-    import llama_cpp
-
-    mtmd, llama = engine._mtmd, engine._llama
-    text, add_special = engine._render(request, mtmd.mtmd_default_marker().decode())
-    bitmaps = [engine._bitmap(uri) for uri in request.images]
-    chunks = mtmd.mtmd_input_chunks_init()
-    try:
-        engine._tokenize(text, bitmaps, chunks, add_special)
-        engine._truncate(0)
-        n_past = llama_cpp.llama_pos(0)
-        rc = mtmd.mtmd_helper_eval_chunks(
-            engine._mtmd_ctx, llama._ctx.ctx, chunks, 0, 0, llama.n_batch, True, ctypes.byref(n_past)
+    llama = engine.llama
+    engine.forget()  # an empty KV cache, nothing our cache knows about
+    with engine.prompts.build(request) as prompt:
+        n_past = LIB.llama_pos(0)
+        rc = MTMD.mtmd_helper_eval_chunks(
+            engine.prompts.vision.ctx, native.context_pointer(llama), prompt.chunks, 0, 0, llama.n_batch, True, ctypes.byref(n_past)
         )
         assert rc == 0
-    finally:
-        mtmd.mtmd_input_chunks_free(chunks)
-        for bitmap in bitmaps:
-            mtmd.mtmd_bitmap_free(bitmap)
-    llama.n_tokens = n_past.value
-    llama._requires_eval = False  # the helper's decode left fresh logits for the last token
-    engine._cache.clear()  # nothing our cache knows about
-    result = engine._complete(request, request.max_tokens, _Stopper(None, None), TextSink(None))
-    engine._truncate(0)
-    return result["choices"][0]["text"].strip()
+    # the helper's decode left fresh logits for the last token
+    native.set_evaluated(llama, n_past.value, fresh_logits=True)
+    completion = engine.complete(request, request.max_tokens, Stopper(None, None), TextSink(None))
+    engine.forget()
+    return completion.text.strip()
 
 
 def test_a_cached_follow_up_answers_as_a_fresh_evaluation_by_llama_cpp(family_engine: LlamaCppEngine) -> None:
@@ -104,8 +95,7 @@ def test_a_cached_follow_up_answers_as_a_fresh_evaluation_by_llama_cpp(family_en
     assert cached.timings.image_encode_s == 0 and cached.timings.cached_tokens > 0  # the image came from the cache
     assert cached.text == reference_answer(family_engine, follow)
     # ...and a fresh evaluation by our own loop agrees too.
-    family_engine._truncate(0)
-    family_engine._cache.clear()
+    family_engine.forget()
     assert family_engine.generate(follow).text == cached.text
 
 
@@ -113,8 +103,7 @@ def test_text_after_an_image_continues_from_mtmds_positions(family_engine: Llama
     """Two images then text: our evaluation gives llama.cpp's answer (M-RoPE images
     take max(rows, columns) positions on Qwen, all their tokens on Gemma)."""
     request = ask((200, 60, 40), (20, 160, 40), question="Compare them.", max_tokens=24)
-    family_engine._truncate(0)
-    family_engine._cache.clear()
+    family_engine.forget()
     ours = family_engine.generate(request)
     assert ours.text == reference_answer(family_engine, request)
 
@@ -136,8 +125,8 @@ def test_qwen_images_are_capped_by_the_token_budget(private_cache) -> None:
         engine.load()
         try:
             assert engine.projector.dynamic
-            timings = StageTimings()
-            counts[budget] = engine._prepare_prompt(VisionRequest(images=(big,), question="?", max_tokens=4), timings)[0]
+            with engine.prompts.build(VisionRequest(images=(big,), question="?", max_tokens=4)) as prompt:
+                counts[budget] = prompt.n_prompt
         finally:
             engine.close()
     assert counts[64] < counts[None] <= 1024 + 64  # default budget 1024 image tokens, plus the text

@@ -14,7 +14,7 @@ import pytest
 
 from bot.engine.base import EngineError, RequestError, VisionRequest
 from bot.engine.llama_cpp import LlamaCppEngine
-from tests.conftest import data_uri, picture
+from tests.helpers import data_uri, picture
 
 
 def ask(question: str = "What is in this image?", max_tokens: int = 16, **kw) -> VisionRequest:
@@ -144,7 +144,7 @@ def test_native_logs_go_to_python_logging_not_the_terminal(tiny_pair, tmp_path) 
             logging.getLogger("llava_bot.llama_cpp").setLevel(logging.DEBUG)
             logging.getLogger("bot").addHandler(logging.NullHandler())  # the bot's own log lines (e.g. CPU weights) are not native output
             from bot.engine.llama_cpp import LlamaCppEngine
-            from tests.conftest import data_uri
+            from tests.helpers import data_uri
             from bot.engine.base import VisionRequest
             engine = LlamaCppEngine({str(tiny_pair[0])!r}, {str(tiny_pair[1])!r}, n_ctx=2048)
             engine.load()

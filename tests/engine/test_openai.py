@@ -17,8 +17,8 @@ import pytest
 
 from bot.engine.base import EndpointDown, EngineError, RequestError, VisionRequest
 from bot.engine.openai import OpenAIEngine
-from bot.testing.slow_engine import SlowEngine, not_http_server, word_text
-from tests.conftest import data_uri
+from tests.fakes.slow_engine import SlowEngine, not_http_server, word_text
+from tests.helpers import data_uri
 
 KEY = "sk-very-secret-key"
 

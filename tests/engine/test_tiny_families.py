@@ -21,6 +21,7 @@ import pytest
 from jinja2 import Environment
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from bot.engine import native
 from bot.engine.tiny import (
     BENCH,
     FAMILY_SHAPES,
@@ -32,8 +33,8 @@ from bot.engine.tiny import (
     main,
     write_model_pair,
 )
-from bot.engine.tiny_families import GEMMA3_CHAT_TEMPLATE, QWEN25VL_CHAT_TEMPLATE
-from tests.conftest import jpeg_bytes, picture
+from bot.engine.tiny.families import GEMMA3_CHAT_TEMPLATE, QWEN25VL_CHAT_TEMPLATE
+from tests.helpers import jpeg_bytes, picture
 
 FAMILIES = ("gemma3", "qwen2.5vl")
 TEMPLATES = {"gemma3": GEMMA3_CHAT_TEMPLATE, "qwen2.5vl": QWEN25VL_CHAT_TEMPLATE}
@@ -213,7 +214,7 @@ class Loaded:
 
     def render(self, messages: list[dict[str, Any]]) -> str:
         bos = self.llama.metadata.get("tokenizer.ggml.bos_token_id")
-        bos_text = self.llama._model.token_get_text(int(bos)) if bos is not None else ""
+        bos_text = native.token_text(self.llama, int(bos)) if bos is not None else ""
         return _render(self.family, messages, bos_token=bos_text, add_generation_prompt=True)
 
     def evaluate(self, prompt: str, images: list[bytes]) -> tuple[int, list[tuple[int, int]]]:
@@ -262,7 +263,7 @@ class Loaded:
         """Greedy tokens after the evaluated prompt, the end-of-generation one included."""
         import llama_cpp
 
-        vocab = self.llama._model.vocab
+        vocab = native.vocab_pointer(self.llama)
         out: list[int] = []
         while len(out) < max_tokens:
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llama.ctx, -1), shape=(self.llama.n_vocab(),))
@@ -307,7 +308,7 @@ def test_the_gguf_template_is_what_llama_cpp_python_reads(loaded: Loaded) -> Non
 def test_special_tokens_are_single_control_tokens_and_end_of_turn_ends_generation(loaded: Loaded) -> None:
     import llama_cpp
 
-    vocab = loaded.llama._model.vocab
+    vocab = native.vocab_pointer(loaded.llama)
     ids = {}
     for text in SPECIALS[loaded.family]:
         tokens = loaded.llama.tokenize(text.encode(), add_bos=False, special=True)
@@ -323,7 +324,7 @@ def test_special_tokens_are_single_control_tokens_and_end_of_turn_ends_generatio
     assert loaded.llama.detokenize([loaded.eot], special=True) == eot_text.encode()
     if loaded.family == "gemma3":
         assert llama_cpp.llama_vocab_get_add_bos(vocab)
-        assert loaded.llama._model.token_get_text(loaded.llama.token_bos()) == "<bos>"
+        assert native.token_text(loaded.llama, loaded.llama.token_bos()) == "<bos>"
         assert llama_cpp.llama_vocab_is_eog(vocab, loaded.llama.token_eos())  # <eos>
     else:
         assert not llama_cpp.llama_vocab_get_add_bos(vocab)

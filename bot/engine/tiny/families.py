@@ -109,23 +109,22 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from bot.engine.tiny import (
-    _CLIP_MEAN,
-    _CLIP_STD,
-    _GEMMA3_POOL,
-    _QWEN_MERGE,
-    ModelShape,
-    _add_clip_header,
-    _add_vit_blocks,
-    _build_vocab,
-    _finish,
-    _new_writer,
-    _output_row_gains,
-    _store,
-    _vit_parts,
-    _Vocab,
-    _Weights,
+from bot.engine.tiny.common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    Vocab,
+    Weights,
+    add_clip_header,
+    add_mean_std,
+    add_vit_blocks,
+    build_vocab,
+    finish,
+    new_writer,
+    output_row_gains,
+    store,
+    vit_parts,
 )
+from bot.engine.tiny.shapes import GEMMA3_POOL, QWEN_MERGE, ModelShape
 
 __all__ = [
     "GEMMA3_CHAT_TEMPLATE",
@@ -210,7 +209,7 @@ class _Stepping:
 
 
 # Anything here, in the templates or in the writers below changes the bytes
-# written: bump bot.engine.tiny._FAMILIES_FORMAT_VERSION with it.
+# written: bump bot.engine.tiny.shapes.FAMILIES_FORMAT_VERSION with it.
 _STEPPING = {
     "gemma3": _Stepping(steps=12, step_logit=180, eot_logit=200, word_plane=6, start_plane=3, noise=1, branch=2),
     "qwen2.5vl": _Stepping(steps=12, step_logit=180, eot_logit=200, word_plane=6, start_plane=3, noise=1, branch=0.3),
@@ -218,7 +217,7 @@ _STEPPING = {
 _ARC = np.pi  # word pieces sit on the half circle [0, pi) of the plane
 
 
-def _add_tokenizer(writer: gguf.GGUFWriter, vocab: _Vocab, template: str, ids: dict[str, int], add_bos: bool) -> None:
+def _add_tokenizer(writer: gguf.GGUFWriter, vocab: Vocab, template: str, ids: dict[str, int], add_bos: bool) -> None:
     writer.add_tokenizer_model("llama")
     writer.add_token_list(vocab.tokens)
     writer.add_token_scores(vocab.scores)
@@ -235,7 +234,7 @@ def _add_tokenizer(writer: gguf.GGUFWriter, vocab: _Vocab, template: str, ids: d
     writer.add_chat_template(template)
 
 
-def _word_angles(w: _Weights, vocab: _Vocab) -> np.ndarray:
+def _word_angles(w: Weights, vocab: Vocab) -> np.ndarray:
     """Each word piece's angle on the arc, in a seeded random order; NaN for other tokens."""
     words = np.flatnonzero(np.array(vocab.types) == int(gguf.TokenType.NORMAL))
     angles = np.full(len(vocab), np.nan)
@@ -243,7 +242,7 @@ def _word_angles(w: _Weights, vocab: _Vocab) -> np.ndarray:
     return angles
 
 
-def _embeddings(shape: ModelShape, w: _Weights, angles: np.ndarray) -> np.ndarray:
+def _embeddings(shape: ModelShape, w: Weights, angles: np.ndarray) -> np.ndarray:
     """Random N(0, 1) token embeddings, but coordinates 0 and 1 (the plane) encode
     the word's angle, or the start angle for every other token."""
     cfg = _STEPPING[shape.family]
@@ -257,14 +256,14 @@ def _embeddings(shape: ModelShape, w: _Weights, angles: np.ndarray) -> np.ndarra
     return embd
 
 
-def _output_head(shape: ModelShape, w: _Weights, vocab: _Vocab, angles: np.ndarray, gain: np.ndarray, eot: int) -> np.ndarray:
+def _output_head(shape: ModelShape, w: Weights, vocab: Vocab, angles: np.ndarray, gain: np.ndarray, eot: int) -> np.ndarray:
     """LLaVA's head (no control tokens, printable bytes, boosted words), weaker,
     plus the plane: after a word at angle t, the words near t + step score
     ``step_logit``, the end-of-turn token past the arc's end ``eot_logit``."""
     cfg = _STEPPING[shape.family]
     d = shape.n_embd
     step = _ARC / cfg.steps
-    head = w.normal("output", (len(vocab), d), scale=cfg.noise / np.sqrt(d)) * _output_row_gains(vocab)[:, None]
+    head = w.normal("output", (len(vocab), d), scale=cfg.noise / np.sqrt(d)) * output_row_gains(vocab)[:, None]
     # The hidden state reaches the head RMS-normalised and times the output norm's gains.
     rms = np.sqrt((d - 2 + cfg.word_plane**2) / d)
     unit = rms / cfg.word_plane / gain[:2]
@@ -278,7 +277,7 @@ def _output_head(shape: ModelShape, w: _Weights, vocab: _Vocab, angles: np.ndarr
     return head
 
 
-def _add_text_hparams(writer: gguf.GGUFWriter, shape: ModelShape, vocab: _Vocab, rope_base: float) -> None:
+def _add_text_hparams(writer: gguf.GGUFWriter, shape: ModelShape, vocab: Vocab, rope_base: float) -> None:
     writer.add_context_length(shape.n_ctx_train)
     writer.add_embedding_length(shape.n_embd)
     writer.add_block_count(shape.n_layer)
@@ -296,11 +295,11 @@ def _add_text_hparams(writer: gguf.GGUFWriter, shape: ModelShape, vocab: _Vocab,
 
 
 def write_gemma3_text(shape: ModelShape, path: Path) -> None:
-    vocab = _build_vocab(shape.vocab_extra_words, _GEMMA3_HEAD, _GEMMA3_CONTROLS)
+    vocab = build_vocab(shape.vocab_extra_words, _GEMMA3_HEAD, _GEMMA3_CONTROLS)
     tok = {t: i for i, t in enumerate(vocab.tokens)}
     head_dim = shape.n_embd // shape.n_head
-    w = _Weights(shape.seed, "gemma3-text")
-    writer = _new_writer(path, "gemma3", shape, "text model")
+    w = Weights(shape.seed, "gemma3-text")
+    writer = new_writer(path, "gemma3", shape, "text model")
     _add_text_hparams(writer, shape, vocab, rope_base=1_000_000.0)
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
@@ -313,49 +312,49 @@ def write_gemma3_text(shape: ModelShape, path: Path) -> None:
     # token embedding, which Gemma scales by sqrt(n_embd).
     branch = _STEPPING["gemma3"].branch
     angles = _word_angles(w, vocab)
-    writer.add_tensor("token_embd.weight", _store(_embeddings(shape, w, angles)))
+    writer.add_tensor("token_embd.weight", store(_embeddings(shape, w, angles)))
     for i in range(shape.n_layer):
         blk = f"blk.{i}"
         writer.add_tensor(f"{blk}.attn_norm.weight", w.norm(f"{blk}.attn_norm", d))
         for part in ("attn_q", "attn_k", "attn_v"):
-            writer.add_tensor(f"{blk}.{part}.weight", _store(w.normal(f"{blk}.{part}", (d, d))))
+            writer.add_tensor(f"{blk}.{part}.weight", store(w.normal(f"{blk}.{part}", (d, d))))
         writer.add_tensor(f"{blk}.attn_q_norm.weight", w.norm(f"{blk}.attn_q_norm", head_dim))
         writer.add_tensor(f"{blk}.attn_k_norm.weight", w.norm(f"{blk}.attn_k_norm", head_dim))
-        writer.add_tensor(f"{blk}.attn_output.weight", _store(w.normal(f"{blk}.attn_output", (d, d))))
+        writer.add_tensor(f"{blk}.attn_output.weight", store(w.normal(f"{blk}.attn_output", (d, d))))
         writer.add_tensor(f"{blk}.post_attention_norm.weight", branch * w.norm(f"{blk}.post_attention_norm", d))
         writer.add_tensor(f"{blk}.ffn_norm.weight", w.norm(f"{blk}.ffn_norm", d))
-        writer.add_tensor(f"{blk}.ffn_gate.weight", _store(w.normal(f"{blk}.ffn_gate", (ff, d))))
-        writer.add_tensor(f"{blk}.ffn_up.weight", _store(w.normal(f"{blk}.ffn_up", (ff, d))))
-        writer.add_tensor(f"{blk}.ffn_down.weight", _store(w.normal(f"{blk}.ffn_down", (d, ff))))
+        writer.add_tensor(f"{blk}.ffn_gate.weight", store(w.normal(f"{blk}.ffn_gate", (ff, d))))
+        writer.add_tensor(f"{blk}.ffn_up.weight", store(w.normal(f"{blk}.ffn_up", (ff, d))))
+        writer.add_tensor(f"{blk}.ffn_down.weight", store(w.normal(f"{blk}.ffn_down", (d, ff))))
         writer.add_tensor(f"{blk}.post_ffw_norm.weight", branch * w.norm(f"{blk}.post_ffw_norm", d))
     gain = w.norm("output_norm", d)
     writer.add_tensor("output_norm.weight", gain)
-    writer.add_tensor("output.weight", _store(_output_head(shape, w, vocab, angles, gain, ids["eot"])))
-    _finish(writer)
+    writer.add_tensor("output.weight", store(_output_head(shape, w, vocab, angles, gain, ids["eot"])))
+    finish(writer)
 
 
 def write_gemma3_mmproj(shape: ModelShape, path: Path) -> None:
-    w = _Weights(shape.seed, "gemma3-siglip")
-    writer = _new_writer(path, "clip", shape, "mmproj")
+    w = Weights(shape.seed, "gemma3-siglip")
+    writer = new_writer(path, "clip", shape, "mmproj")
 
-    _add_clip_header(writer, shape, "gemma3", 1e-6)
-    _add_mean_std(writer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    add_clip_header(writer, shape, "gemma3", 1e-6)
+    add_mean_std(writer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     writer.add_bool("clip.use_gelu", True)
     # 4 is libmtmd's default pooling for gemma3; written anyway, explicitly.
-    writer.add_uint32("clip.vision.projector.scale_factor", _GEMMA3_POOL)
+    writer.add_uint32("clip.vision.projector.scale_factor", GEMMA3_POOL)
 
     h, ff, p = shape.v_embd, shape.v_ff, shape.patch_size
     n_patches = (shape.image_size // p) ** 2
-    writer.add_tensor("v.patch_embd.weight", _store(w.normal("patch_embd", (h, 3, p, p), scale=1.0 / p)))
+    writer.add_tensor("v.patch_embd.weight", store(w.normal("patch_embd", (h, 3, p, p), scale=1.0 / p)))
     writer.add_tensor("v.patch_embd.bias", w.bias("patch_embd.bias", h))
-    writer.add_tensor("v.position_embd.weight", _store(w.normal("position_embd", (n_patches, h), scale=0.1)))
-    _add_vit_blocks(writer, w, shape.v_layer, h, ff)
+    writer.add_tensor("v.position_embd.weight", store(w.normal("position_embd", (n_patches, h), scale=0.1)))
+    add_vit_blocks(writer, w, shape.v_layer, h, ff)
     writer.add_tensor("v.post_ln.weight", w.norm("post_ln", h))
     writer.add_tensor("v.post_ln.bias", w.bias("post_ln.bias", h))
     # ggml ne = [n_embd, h]: libmtmd multiplies by its transpose.
     writer.add_tensor("mm.soft_emb_norm.weight", w.norm("soft_emb_norm", h))
-    writer.add_tensor("mm.input_projection.weight", _store(w.normal("input_projection", (h, shape.n_embd), scale=h**-0.5)))
-    _finish(writer)
+    writer.add_tensor("mm.input_projection.weight", store(w.normal("input_projection", (h, shape.n_embd), scale=h**-0.5)))
+    finish(writer)
 
 
 # ---- Qwen2.5-VL ---------------------------------------------------------
@@ -369,10 +368,10 @@ def _rope_sections(head_dim: int) -> list[int]:
 
 
 def write_qwen25vl_text(shape: ModelShape, path: Path) -> None:
-    vocab = _build_vocab(shape.vocab_extra_words, _QWEN_HEAD, _QWEN_CONTROLS)
+    vocab = build_vocab(shape.vocab_extra_words, _QWEN_HEAD, _QWEN_CONTROLS)
     tok = {t: i for i, t in enumerate(vocab.tokens)}
-    w = _Weights(shape.seed, "qwen2vl-text")
-    writer = _new_writer(path, "qwen2vl", shape, "text model")
+    w = Weights(shape.seed, "qwen2vl-text")
+    writer = new_writer(path, "qwen2vl", shape, "text model")
     _add_text_hparams(writer, shape, vocab, rope_base=1_000_000.0)
     writer.add_key_value(
         "qwen2vl.rope.dimension_sections",
@@ -389,66 +388,58 @@ def write_qwen25vl_text(shape: ModelShape, path: Path) -> None:
     # token's embedding dominates the hidden state.
     branch = _STEPPING["qwen2.5vl"].branch
     angles = _word_angles(w, vocab)
-    writer.add_tensor("token_embd.weight", _store(_embeddings(shape, w, angles)))
+    writer.add_tensor("token_embd.weight", store(_embeddings(shape, w, angles)))
     for i in range(shape.n_layer):
         blk = f"blk.{i}"
         writer.add_tensor(f"{blk}.attn_norm.weight", w.norm(f"{blk}.attn_norm", d))
         for part in ("attn_q", "attn_k", "attn_v"):
-            writer.add_tensor(f"{blk}.{part}.weight", _store(w.normal(f"{blk}.{part}", (d, d))))
+            writer.add_tensor(f"{blk}.{part}.weight", store(w.normal(f"{blk}.{part}", (d, d))))
             writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", d))
         out = w.normal(f"{blk}.attn_output", (d, d), scale=branch / np.sqrt(d))
-        writer.add_tensor(f"{blk}.attn_output.weight", _store(out))
+        writer.add_tensor(f"{blk}.attn_output.weight", store(out))
         writer.add_tensor(f"{blk}.ffn_norm.weight", w.norm(f"{blk}.ffn_norm", d))
-        writer.add_tensor(f"{blk}.ffn_gate.weight", _store(w.normal(f"{blk}.ffn_gate", (ff, d))))
-        writer.add_tensor(f"{blk}.ffn_up.weight", _store(w.normal(f"{blk}.ffn_up", (ff, d))))
+        writer.add_tensor(f"{blk}.ffn_gate.weight", store(w.normal(f"{blk}.ffn_gate", (ff, d))))
+        writer.add_tensor(f"{blk}.ffn_up.weight", store(w.normal(f"{blk}.ffn_up", (ff, d))))
         down = w.normal(f"{blk}.ffn_down", (d, ff), scale=branch / np.sqrt(ff))
-        writer.add_tensor(f"{blk}.ffn_down.weight", _store(down))
+        writer.add_tensor(f"{blk}.ffn_down.weight", store(down))
     gain = w.norm("output_norm", d)
     writer.add_tensor("output_norm.weight", gain)
-    writer.add_tensor("output.weight", _store(_output_head(shape, w, vocab, angles, gain, ids["eot"])))
-    _finish(writer)
+    writer.add_tensor("output.weight", store(_output_head(shape, w, vocab, angles, gain, ids["eot"])))
+    finish(writer)
 
 
 def write_qwen25vl_mmproj(shape: ModelShape, path: Path) -> None:
-    w = _Weights(shape.seed, "qwen2.5vl-vit")
-    writer = _new_writer(path, "clip", shape, "mmproj")
+    w = Weights(shape.seed, "qwen2.5vl-vit")
+    writer = new_writer(path, "clip", shape, "mmproj")
 
-    _add_clip_header(writer, shape, "qwen2.5vl_merger", 1e-6)
-    _add_mean_std(writer, _CLIP_MEAN, _CLIP_STD)
+    add_clip_header(writer, shape, "qwen2.5vl_merger", 1e-6)
+    add_mean_std(writer, CLIP_MEAN, CLIP_STD)
     writer.add_bool("clip.use_silu", True)
     # Full attention every n_wa_pattern-th block, windows (112 px) in the others.
     writer.add_uint32("clip.vision.n_wa_pattern", min(shape.v_layer, 8))
-    writer.add_uint32("clip.vision.spatial_merge_size", _QWEN_MERGE)
+    writer.add_uint32("clip.vision.spatial_merge_size", QWEN_MERGE)
 
     h, ff, p = shape.v_embd, shape.v_ff, shape.patch_size
     # Qwen's 3D patch conv over two frames, split into two 2D kernels.
-    writer.add_tensor("v.patch_embd.weight", _store(w.normal("patch_embd", (h, 3, p, p), scale=0.7 / p)))
-    writer.add_tensor("v.patch_embd.weight.1", _store(w.normal("patch_embd.1", (h, 3, p, p), scale=0.7 / p)))
+    writer.add_tensor("v.patch_embd.weight", store(w.normal("patch_embd", (h, 3, p, p), scale=0.7 / p)))
+    writer.add_tensor("v.patch_embd.weight.1", store(w.normal("patch_embd.1", (h, 3, p, p), scale=0.7 / p)))
     for i in range(shape.v_layer):
         blk = f"v.blk.{i}"
-        for part, out_w, in_w in (*_vit_parts(h, ff), ("ffn_gate", ff, h)):
-            writer.add_tensor(f"{blk}.{part}.weight", _store(w.normal(f"{blk}.{part}", (out_w, in_w))))
+        for part, out_w, in_w in (*vit_parts(h, ff), ("ffn_gate", ff, h)):
+            writer.add_tensor(f"{blk}.{part}.weight", store(w.normal(f"{blk}.{part}", (out_w, in_w))))
             writer.add_tensor(f"{blk}.{part}.bias", w.bias(f"{blk}.{part}.bias", out_w))
         for part in ("ln1", "ln2"):  # RMS norms: no bias
             writer.add_tensor(f"{blk}.{part}.weight", w.norm(f"{blk}.{part}", h))
     writer.add_tensor("v.post_ln.weight", w.norm("post_ln", h))
-    merged = _QWEN_MERGE * _QWEN_MERGE * h
-    writer.add_tensor("mm.0.weight", _store(w.normal("mm.0", (merged, merged))))
+    merged = QWEN_MERGE * QWEN_MERGE * h
+    writer.add_tensor("mm.0.weight", store(w.normal("mm.0", (merged, merged))))
     writer.add_tensor("mm.0.bias", w.bias("mm.0.bias", merged))
-    writer.add_tensor("mm.2.weight", _store(w.normal("mm.2", (shape.n_embd, merged))))
+    writer.add_tensor("mm.2.weight", store(w.normal("mm.2", (shape.n_embd, merged))))
     writer.add_tensor("mm.2.bias", w.bias("mm.2.bias", shape.n_embd))
-    _finish(writer)
+    finish(writer)
 
 
-# ---- shared -------------------------------------------------------------
-
-
-def _add_mean_std(writer: gguf.GGUFWriter, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-    for key, values in (("clip.vision.image_mean", mean), ("clip.vision.image_std", std)):
-        writer.add_key_value(key, [float(x) for x in values], gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT32)
-
-
-#: family -> (text model writer, mmproj writer), as bot.engine.tiny dispatches them
+#: family -> (text model writer, mmproj writer), as bot.engine.tiny.files dispatches them
 WRITERS = {
     "gemma3": (write_gemma3_text, write_gemma3_mmproj),
     "qwen2.5vl": (write_qwen25vl_text, write_qwen25vl_mmproj),
