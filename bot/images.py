@@ -44,9 +44,13 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from PIL import Image, ImageFile, features
 from PIL.JpegImagePlugin import JpegImageFile
+
+if TYPE_CHECKING:
+    from PIL.ImageCms import ImageCmsTransform
 
 __all__ = [
     "ImageError",
@@ -271,6 +275,12 @@ def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max_side
 
 
+def _band_extrema(im: Image.Image) -> tuple[float, float]:
+    """``im.getextrema()`` of a one-band picture ("I", "F", "I;16"): one (min, max) pair,
+    not the per-band pairs Pillow's return type also allows."""
+    return cast("tuple[float, float]", im.getextrema())
+
+
 def _to_eight_bit(
     im: Image.Image, extrema: tuple[float, float] | None = None
 ) -> Image.Image:
@@ -281,7 +291,7 @@ def _to_eight_bit(
     """
     if im.mode.startswith("I;16"):
         return im.convert("I").point(lambda v: v * (1 / 257)).convert("L")
-    low, high = extrema if extrema is not None else im.getextrema()
+    low, high = extrema if extrema is not None else _band_extrema(im)
     if im.mode == "F":
         if low >= 0 and high <= 1.0:
             return im.point(lambda v: v * 255).convert("L")
@@ -299,7 +309,7 @@ def _to_eight_bit(
 _per_thread = threading.local()
 
 
-def _lab_to_srgb() -> object:
+def _lab_to_srgb() -> ImageCmsTransform:
     """A CIELab -> sRGB transform, built once per thread (12 ms; used per band)."""
     transform = getattr(_per_thread, "lab_to_srgb", None)
     if transform is None:
@@ -331,7 +341,9 @@ def _to_rgb(im: Image.Image, extrema: tuple[float, float] | None = None) -> Imag
     if im.mode == "LAB":  # CIELab TIFFs: Pillow's convert() would copy channels raw
         from PIL import ImageCms
 
-        return ImageCms.applyTransform(im, _lab_to_srgb())
+        converted = ImageCms.applyTransform(im, _lab_to_srgb())
+        assert converted is not None  # None only with inPlace=True
+        return converted
     return im.convert("RGB")
 
 
@@ -379,15 +391,15 @@ def _scale_in_bands(
     The result is the whole-picture one, to rounding.
     """
     width, height = im.size
-    extrema = im.getextrema() if im.mode in ("I", "F") else None
+    extrema = _band_extrema(im) if im.mode in ("I", "F") else None
     if width * height <= _BAND_PIXELS:
-        return _scale(_to_rgb(im, extrema), target, factor)  # type: ignore[arg-type]
+        return _scale(_to_rgb(im, extrema), target, factor)
     out = Image.new("RGB", target)
     if target == im.size:  # nothing to scale: only the conversion is banded
         rows = max(1, _BAND_PIXELS // width)
         for top in range(0, height, rows):
             band = im.crop((0, top, width, min(height, top + rows)))
-            out.paste(_to_rgb(band, extrema), (0, top))  # type: ignore[arg-type]
+            out.paste(_to_rgb(band, extrema), (0, top))
         return out
     fx, fy = factor
     reduced_height = -(-height // fy)
@@ -398,7 +410,7 @@ def _scale_in_bands(
         bottom = min(target[1], top + out_rows)
         first = max(0, int(top * scale) - reach)  # in reduced rows
         last = min(reduced_height, math.ceil(bottom * scale) + reach)
-        band = _to_rgb(im.crop((0, first * fy, width, min(height, last * fy))), extrema)  # type: ignore[arg-type]
+        band = _to_rgb(im.crop((0, first * fy, width, min(height, last * fy))), extrema)
         if factor != (1, 1):
             band = band.reduce(factor)
         box = (0.0, top * scale - first, width / fx, bottom * scale - first)

@@ -138,7 +138,8 @@ class Metrics:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port  # type: ignore[union-attr]
+        addresses = self._runner.addresses  # getsockname() of each socket bound
+        bound = addresses[0][1] if addresses else port
         log.info("metrics on http://%s:%d/metrics, health on /healthz", host, bound)
         return int(bound)
 

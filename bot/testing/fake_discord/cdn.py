@@ -12,9 +12,10 @@ from aiohttp import web
 
 from bot.testing.fake_discord.ids import GENERAL_ID
 from bot.testing.fake_discord.records import RecordedRequest
+from bot.testing.fake_discord.state import FakeState
 
 
-class CdnMixin:
+class CdnMixin(FakeState):
     """Part of :class:`FakeDiscord`: everything outside ``/api/v10`` and ``/gateway``."""
 
     # ------------------------------------------------------------------ CDN and other paths

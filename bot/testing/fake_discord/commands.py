@@ -7,17 +7,18 @@ from typing import Any
 from aiohttp import web
 
 from bot.testing.fake_discord.ids import APP_ID, GUILD_ID
-from bot.testing.fake_discord.records import RecordedRequest, _ApiError
+from bot.testing.fake_discord.records import ApiError, RecordedRequest
+from bot.testing.fake_discord.state import FakeState
 
 
-class CommandsMixin:
+class CommandsMixin(FakeState):
     """Part of :class:`FakeDiscord`: global and guild application commands, by scope (None: global)."""
 
     # ------------------------------------------------------------------ application commands
 
     def _check_app(self, app: str) -> None:
         if int(app) != APP_ID:
-            raise _ApiError(404, 10002, "Unknown Application")
+            raise ApiError(404, 10002, "Unknown Application")
 
     def _scope(self, gid: str | None) -> int | None:
         if gid is None:
@@ -73,7 +74,7 @@ class CommandsMixin:
         for c in self.commands.get(scope, []):
             if c["id"] == cmd_id:
                 return c
-        raise _ApiError(404, 10063, "Unknown application command")
+        raise ApiError(404, 10063, "Unknown application command")
 
     async def _get_command(self, rec: RecordedRequest, app: str, cmd: str, gid: str | None = None) -> web.Response:
         self._check_app(app)

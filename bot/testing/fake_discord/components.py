@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from bot.testing.fake_discord.ids import Perm
-from bot.testing.fake_discord.records import FakeInteraction, _ApiError
+from bot.testing.fake_discord.records import ApiError, FakeInteraction
+from bot.testing.fake_discord.state import FakeState
 
 #: data.type of component interactions in FakeInteraction.command_type
 COMPONENT = 0
@@ -22,7 +23,7 @@ def _components_of(msg: dict[str, Any]) -> Iterable[dict[str, Any]]:
         stack[:0] = list(c.get("components") or [])
 
 
-class ComponentsMixin:
+class ComponentsMixin(FakeState):
     """Part of :class:`FakeDiscord`: buttons on the bot's messages, and the roles of members."""
 
     def add_role(self, role_id: int, name: str, permissions: int = Perm.EVERYONE_DEFAULT, *, position: int = 1, mentionable: bool = False) -> dict[str, Any]:
@@ -61,10 +62,10 @@ class ComponentsMixin:
         """Types 6 and 7 answer a button: 7 edits the message it is on, 6 only acknowledges
         (a later webhook edit of @original edits that message)."""
         if it.command_type != COMPONENT:
-            raise _ApiError(400, 40043, "Interaction type does not allow this response")
+            raise ApiError(400, 40043, "Interaction type does not allow this response")
         msg = self.messages.get(int(it.payload["message"]["id"]))
         if msg is None:
-            raise _ApiError(404, 10008, "Unknown Message")
+            raise ApiError(404, 10008, "Unknown Message")
         it.original_message_id = int(msg["id"])
         if ctype == 7:
             self._apply_edit(msg, data, files)

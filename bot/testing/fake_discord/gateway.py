@@ -30,25 +30,10 @@ from bot.testing.fake_discord.ids import (
     PRIVILEGED_INTENTS,
 )
 from bot.testing.fake_discord.records import GatewayEvent
+from bot.testing.fake_discord.state import Connection, FakeState
 
 
-class _Conn:
-    """One gateway websocket connection (server side)."""
-
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
-        self.ws = ws
-        self.request = request
-        self.query = dict(request.query)
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.live = False  # session events flow to this connection
-        self.writer: asyncio.Task | None = None
-        self.close_code: int | None = None
-
-    def send(self, frame: dict[str, Any], entry: GatewayEvent | None = None) -> None:
-        self.queue.put_nowait((json.dumps(frame), entry))
-
-
-class GatewayMixin:
+class GatewayMixin(FakeState):
     """Part of :class:`FakeDiscord`: one gateway session at a time, its event log, and the connections it runs over."""
 
     # ------------------------------------------------------------------ gateway
@@ -56,7 +41,7 @@ class GatewayMixin:
     async def _gateway_handler(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
         await ws.prepare(request)
-        conn = _Conn(ws, request)
+        conn = Connection(ws, request)
         self._conns.append(conn)
         self.gateway_connections.append(conn.query)
         conn.writer = asyncio.create_task(self._writer(conn))
@@ -81,7 +66,7 @@ class GatewayMixin:
             self._notify()
         return ws
 
-    async def _writer(self, conn: _Conn) -> None:
+    async def _writer(self, conn: Connection) -> None:
         while True:
             frame, entry = await conn.queue.get()
             try:
@@ -92,9 +77,9 @@ class GatewayMixin:
                 entry.delivered.set_result(time.monotonic())
                 self._notify()
 
-    async def _on_gateway_frame(self, conn: _Conn, frame: dict[str, Any]) -> None:
+    async def _on_gateway_frame(self, conn: Connection, frame: dict[str, Any]) -> None:
         op = frame.get("op")
-        d = frame.get("d")
+        d: Any = frame.get("d")  # the op's payload, as sent
         if op == OP_HEARTBEAT:
             self.heartbeats += 1
             self._notify()
@@ -114,7 +99,7 @@ class GatewayMixin:
         else:
             await conn.ws.close(code=4001, message=b"Unknown opcode.")
 
-    async def _identify(self, conn: _Conn, d: dict[str, Any]) -> None:
+    async def _identify(self, conn: Connection, d: dict[str, Any]) -> None:
         if d.get("token") != self.token:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
@@ -180,7 +165,7 @@ class GatewayMixin:
             lazy=True,
         )
 
-    async def _resume(self, conn: _Conn, d: dict[str, Any]) -> None:
+    async def _resume(self, conn: Connection, d: dict[str, Any]) -> None:
         if d.get("token") != self.token:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
@@ -230,7 +215,7 @@ class GatewayMixin:
         return True
 
     def _dispatch(
-        self, t: str, d: dict[str, Any], *, conn: _Conn | None = None, replayable: bool = True
+        self, t: str, d: dict[str, Any], *, conn: Connection | None = None, replayable: bool = True
     ) -> GatewayEvent:
         """Log a DISPATCH in the current session and send it now if a connection is live."""
         if self.session_id is None:

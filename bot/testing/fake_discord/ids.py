@@ -94,5 +94,6 @@ class Perm:
     )
 
 
-def _iso(ts: float | None = None) -> str:
+def iso(ts: float | None = None) -> str:
+    """``ts`` (default: now) as Discord's ISO 8601 timestamps, in UTC."""
     return _dt.datetime.fromtimestamp(time.time() if ts is None else ts, tz=_dt.UTC).isoformat()

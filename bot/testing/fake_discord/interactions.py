@@ -9,23 +9,24 @@ from typing import Any
 from aiohttp import web
 
 from bot.testing.fake_discord.ids import APP_ID, BOT_ID, FLAG_EPHEMERAL, FLAG_LOADING, GUILD_ID
-from bot.testing.fake_discord.records import FakeInteraction, RecordedRequest, _ApiError, _form_error
+from bot.testing.fake_discord.records import ApiError, FakeInteraction, RecordedRequest, form_error
+from bot.testing.fake_discord.state import FakeState
 
 
-class InteractionsMixin:
+class InteractionsMixin(FakeState):
     """Part of :class:`FakeDiscord`: INTERACTION_CREATE from users, and the callback/webhook routes of the answers."""
 
     # ------------------------------------------------------------------ interactions (server side)
 
     def _interaction_by_token(self, app: str, token: str) -> FakeInteraction:
         if int(app) != APP_ID:
-            raise _ApiError(404, 10015, "Unknown Webhook")
+            raise ApiError(404, 10015, "Unknown Webhook")
         for it in self.interactions.values():
             if it.token == token:
                 if self.interaction_token_lifetime is not None and time.monotonic() - it.created > self.interaction_token_lifetime:
-                    raise _ApiError(401, 50027, "Invalid Webhook Token")
+                    raise ApiError(401, 50027, "Invalid Webhook Token")
                 return it
-        raise _ApiError(404, 10015, "Unknown Webhook")
+        raise ApiError(404, 10015, "Unknown Webhook")
 
     def _interaction_extra(self, it: FakeInteraction) -> dict[str, Any]:
         user = self.users[int((it.payload.get("member") or it.payload)["user"]["id"])]
@@ -48,11 +49,11 @@ class InteractionsMixin:
     async def _interaction_callback(self, rec: RecordedRequest, iid: str, token: str) -> web.Response:
         it = self.interactions.get(int(iid))
         if it is None or it.token != token:
-            raise _ApiError(404, 10062, "Unknown interaction")
+            raise ApiError(404, 10062, "Unknown interaction")
         if it.callback_type is not None:
-            raise _ApiError(400, 40060, "Interaction has already been acknowledged.")
+            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
         if self.interaction_ack_timeout is not None and time.monotonic() - it.created > self.interaction_ack_timeout:
-            raise _ApiError(404, 10062, "Unknown interaction")
+            raise ApiError(404, 10062, "Unknown interaction")
         body = rec.json if isinstance(rec.json, dict) else {}
         ctype = body.get("type")
         data = body.get("data") or {}
@@ -92,7 +93,7 @@ class InteractionsMixin:
         elif ctype in (6, 7):
             msg = self._component_callback(it, ctype, data, rec.files)
         elif ctype not in (1, 8, 9, 10, 12):
-            raise _form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of (1, 4, 5, 6, 7, 8, 9, 12); got {ctype!r}.")
+            raise form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of (1, 4, 5, 6, 7, 8, 9, 12); got {ctype!r}.")
         it.callback_type = ctype
         it.callback_data = data
         self._notify()
@@ -115,7 +116,7 @@ class InteractionsMixin:
     async def _followup(self, rec: RecordedRequest, app: str, token: str) -> web.Response:
         it = self._interaction_by_token(app, token)
         if it.callback_type is None:
-            raise _ApiError(404, 10015, "Unknown Webhook")
+            raise ApiError(404, 10015, "Unknown Webhook")
         data = rec.json if isinstance(rec.json, dict) else {}
         if it.loading and it.original_message_id in self.messages:
             # Discord: the first follow-up after a deferred response fills in the loading message.
@@ -141,10 +142,10 @@ class InteractionsMixin:
     def _webhook_message(self, it: FakeInteraction, mid: str) -> dict[str, Any]:
         target = it.original_message_id if mid == "@original" else int(mid)
         if target is None or (target != it.original_message_id and target not in it.followup_ids):
-            raise _ApiError(404, 10008, "Unknown Message")
+            raise ApiError(404, 10008, "Unknown Message")
         msg = self.messages.get(target)
         if msg is None:
-            raise _ApiError(404, 10008, "Unknown Message")
+            raise ApiError(404, 10008, "Unknown Message")
         return msg
 
     async def _webhook_get(self, rec: RecordedRequest, app: str, token: str, mid: str) -> web.Response:
@@ -313,9 +314,9 @@ class InteractionsMixin:
         for sub in parts[1:]:
             spec = next((o for o in spec_options if o["name"] == sub), None)
             sub_type = spec["type"] if spec else (2 if sub != parts[-1] else 1)
-            node = {"name": sub, "type": sub_type, "options": []}
-            container.append(node)
-            container = node["options"]
+            sub_options: list[dict[str, Any]] = []
+            container.append({"name": sub, "type": sub_type, "options": sub_options})
+            container = sub_options
             spec_options = spec.get("options", []) if spec else []
         for opt_name, value in values.items():
             spec = next((o for o in spec_options if o["name"] == opt_name), None)

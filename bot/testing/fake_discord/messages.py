@@ -9,14 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.testing.fake_discord.ids import BOT_ID, FLAG_EPHEMERAL, FLAG_LOADING, GUILD_ID, INTENT_MESSAGE_CONTENT, Perm, _iso
-from bot.testing.fake_discord.records import GatewayEvent, RecordedRequest, _ApiError, _form_error
+from bot.testing.fake_discord.ids import BOT_ID, FLAG_EPHEMERAL, FLAG_LOADING, GUILD_ID, INTENT_MESSAGE_CONTENT, Perm, iso
+from bot.testing.fake_discord.records import ApiError, GatewayEvent, RecordedRequest, form_error
+from bot.testing.fake_discord.state import FakeState
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 
 
-class MessagesMixin:
+class MessagesMixin(FakeState):
     """Part of :class:`FakeDiscord`: the message store, Discord's validation and mention rules, and MESSAGE_* events."""
 
     # ------------------------------------------------------------------ messages
@@ -41,7 +42,7 @@ class MessagesMixin:
     def _stored(self, cid: Any, mid: Any) -> dict[str, Any]:
         msg = self.messages.get(int(mid))
         if msg is None or msg["channel_id"] != str(cid):
-            raise _ApiError(404, 10008, "Unknown Message")
+            raise ApiError(404, 10008, "Unknown Message")
         return msg
 
     async def _get_message(self, rec: RecordedRequest, cid: str, mid: str) -> web.Response:
@@ -52,31 +53,31 @@ class MessagesMixin:
     def _validate_message(data: dict[str, Any], files: list[dict[str, Any]], *, creating: bool, kept_attachments: int = 0) -> None:
         content = data.get("content") or ""
         if len(content) > 2000:
-            raise _form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
+            raise form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
         embeds = data.get("embeds") or []
         if len(embeds) > 10:
-            raise _form_error("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
+            raise form_error("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
         total = 0
         for i, e in enumerate(embeds):
             for key, limit in (("title", 256), ("description", 4096)):
                 value = e.get(key) or ""
                 total += len(value)
                 if len(value) > limit:
-                    raise _form_error(f"embeds.{i}.{key}", "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+                    raise form_error(f"embeds.{i}.{key}", "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
             footer = (e.get("footer") or {}).get("text") or ""
             author = (e.get("author") or {}).get("name") or ""
             total += len(footer) + len(author)
             if len(footer) > 2048:
-                raise _form_error(f"embeds.{i}.footer.text", "BASE_TYPE_MAX_LENGTH", "Must be 2048 or fewer in length.")
+                raise form_error(f"embeds.{i}.footer.text", "BASE_TYPE_MAX_LENGTH", "Must be 2048 or fewer in length.")
             fields = e.get("fields") or []
             if len(fields) > 25:
-                raise _form_error(f"embeds.{i}.fields", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+                raise form_error(f"embeds.{i}.fields", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
             for f in fields:
                 total += len(f.get("name") or "") + len(f.get("value") or "")
         if total > 6000:
-            raise _form_error("embeds", "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000")
+            raise form_error("embeds", "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000")
         if creating and not content and not embeds and not files and not kept_attachments and not data.get("sticker_ids") and not data.get("poll"):
-            raise _ApiError(400, 50006, "Cannot send an empty message")
+            raise ApiError(400, 50006, "Cannot send an empty message")
 
     def _store_upload(self, f: dict[str, Any], channel_id: int) -> dict[str, Any]:
         return self.add_attachment(f["filename"], f["data"], content_type=f.get("content_type"), channel_id=channel_id)
@@ -116,10 +117,10 @@ class MessagesMixin:
         author_id: int,
         channel_id: int,
         content: str,
-        attachments: list[dict[str, Any]] = (),  # type: ignore[assignment]
-        embeds: list[dict[str, Any]] = (),  # type: ignore[assignment]
-        mentions: list[dict[str, Any]] = (),  # type: ignore[assignment]
-        mention_roles: list[str] = (),  # type: ignore[assignment]
+        attachments: Iterable[dict[str, Any]] = (),
+        embeds: Iterable[dict[str, Any]] = (),
+        mentions: Iterable[dict[str, Any]] = (),
+        mention_roles: Iterable[str] = (),
         mention_everyone: bool = False,
         reference: dict[str, Any] | None = None,
         msg_type: int = 0,
@@ -132,7 +133,7 @@ class MessagesMixin:
             "channel_id": str(channel_id),
             "author": self.users[author_id],
             "content": content,
-            "timestamp": _iso(),
+            "timestamp": iso(),
             "edited_timestamp": None,
             "tts": False,
             "mention_everyone": mention_everyone,
@@ -190,7 +191,7 @@ class MessagesMixin:
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if sum(f["size"] for f in files) > self.upload_limit:
-            raise _ApiError(413, 40005, "Request entity too large")
+            raise ApiError(413, 40005, "Request entity too large")
         self._validate_message(data, files, creating=True)
         reference = data.get("message_reference")
         replied_author = None
@@ -198,7 +199,7 @@ class MessagesMixin:
             target = self.messages.get(int(reference.get("message_id", 0)))
             if target is None:
                 if reference.get("fail_if_not_exists", True):
-                    raise _form_error(
+                    raise form_error(
                         "message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message"
                     )
                 reference = None
@@ -270,7 +271,7 @@ class MessagesMixin:
         data = rec.json if isinstance(rec.json, dict) else {}
         nonce = data.get("nonce")
         if nonce is not None and len(str(nonce)) > 25:
-            raise _form_error("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+            raise form_error("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
         if nonce is not None and data.get("enforce_nonce") and self.honour_nonces:
             earlier = self.nonces.get(str(nonce))
             if earlier is not None and time.monotonic() - earlier[1] <= self.nonce_window_s:
@@ -278,7 +279,7 @@ class MessagesMixin:
                 # returns the message already created; if that one was deleted, 404 10008
                 kept = self.messages.get(earlier[0])
                 if kept is None:
-                    raise _ApiError(404, 10008, "Unknown Message")
+                    raise ApiError(404, 10008, "Unknown Message")
                 self.nonce_hits.append({"nonce": str(nonce), "id": earlier[0], "time": time.monotonic()})
                 self._notify()
                 return self._json(self._rest_message(kept))
@@ -293,7 +294,7 @@ class MessagesMixin:
 
     def _apply_edit(self, msg: dict[str, Any], data: dict[str, Any], files: list[dict[str, Any]]) -> None:
         if sum(f["size"] for f in files) > self.upload_limit:
-            raise _ApiError(413, 40005, "Request entity too large")
+            raise ApiError(413, 40005, "Request entity too large")
         kept = msg.get("attachments", [])
         if "attachments" in data:
             keep_ids = {str(a.get("id")) for a in data["attachments"] or []}
@@ -321,14 +322,14 @@ class MessagesMixin:
                 mentions.append(next(u for u in msg["mentions"] if u["id"] == str(replied)))
         msg["mentions"], msg["mention_roles"], msg["mention_everyone"] = mentions, roles, everyone
         if not (msg["content"] or msg["embeds"] or msg["attachments"] or msg.get("flags", 0) & FLAG_LOADING):
-            raise _ApiError(400, 50006, "Cannot send an empty message")
-        msg["edited_timestamp"] = _iso()
+            raise ApiError(400, 50006, "Cannot send an empty message")
+        msg["edited_timestamp"] = iso()
 
     async def _edit_message(self, rec: RecordedRequest, cid: str, mid: str) -> web.Response:
         self._channel(cid)
         msg = self._stored(cid, mid)
         if msg["author"]["id"] != str(BOT_ID):
-            raise _ApiError(403, 50005, "Cannot edit a message authored by another user")
+            raise ApiError(403, 50005, "Cannot edit a message authored by another user")
         data = rec.json if isinstance(rec.json, dict) else {}
         self._apply_edit(msg, data, rec.files)
         self._record_sent(msg, "edit", data, rec.files)
@@ -352,7 +353,7 @@ class MessagesMixin:
         self._channel(cid)
         msg = self._stored(cid, mid)
         if msg["author"]["id"] != str(BOT_ID) and not self.permissions(BOT_ID, int(cid)) & Perm.MANAGE_MESSAGES:
-            raise _ApiError(403, 50013, "Missing Permissions")
+            raise ApiError(403, 50013, "Missing Permissions")
         self._forget_message(msg, "channel")
         return self._no_content()
 
@@ -437,7 +438,7 @@ class MessagesMixin:
         """A user edits their message -> MESSAGE_UPDATE."""
         msg = self.messages[int(message_id)]
         msg["content"] = content
-        msg["edited_timestamp"] = _iso()
+        msg["edited_timestamp"] = iso()
         await self._delivered(self._dispatch("MESSAGE_UPDATE", self._gateway_message(msg)), timeout)
         return msg
 

@@ -22,11 +22,12 @@ from bot.testing.fake_discord.ids import (
     OTHER_BOT_ID,
     OWNER_ID,
     Perm,
-    _iso,
+    iso,
 )
+from bot.testing.fake_discord.state import FakeState
 
 
-class ModelMixin:
+class ModelMixin(FakeState):
     """Part of :class:`FakeDiscord`: the one guild's users, members, roles and channels, and Discord's permission algorithm."""
 
     # ------------------------------------------------------------------ model
@@ -133,7 +134,7 @@ class ModelMixin:
                 "nick": None,
                 "avatar": None,
                 "banner": None,
-                "joined_at": _iso(),
+                "joined_at": iso(),
                 "premium_since": None,
                 "deaf": False,
                 "mute": False,

@@ -92,11 +92,13 @@ class FakeInteraction:
     followup_ids: list[int] = field(default_factory=list)
 
 
-class _ApiError(Exception):
+class ApiError(Exception):
+    """An error the fake answers a REST request with: HTTP status, Discord's JSON code and message, form errors."""
+
     def __init__(self, status: int, code: int, message: str, errors: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.errors = status, code, message, errors
 
 
-def _form_error(field_name: str, code: str, message: str) -> _ApiError:
-    return _ApiError(400, 50035, "Invalid Form Body", {field_name: {"_errors": [{"code": code, "message": message}]}})
+def form_error(field_name: str, code: str, message: str) -> ApiError:
+    return ApiError(400, 50035, "Invalid Form Body", {field_name: {"_errors": [{"code": code, "message": message}]}})

@@ -7,16 +7,16 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from bot.testing.fake_discord.ids import APP_ID, GUILD_ID, OWNER_ID
-from bot.testing.fake_discord.records import RecordedRequest, _ApiError
+from bot.testing.fake_discord.records import ApiError, RecordedRequest
+from bot.testing.fake_discord.state import FakeState
 
 
-class RestMixin:
+class RestMixin(FakeState):
     """Part of :class:`FakeDiscord`: every ``/api/v10`` request is recorded, matched against the route table and answered."""
 
     # ------------------------------------------------------------------ HTTP plumbing
@@ -30,7 +30,7 @@ class RestMixin:
     def _no_content() -> web.Response:
         return web.Response(status=204)
 
-    def _error_response(self, err: _ApiError) -> web.Response:
+    def _error_response(self, err: ApiError) -> web.Response:
         body: dict[str, Any] = {"message": err.message, "code": err.code}
         if err.errors:
             body["errors"] = err.errors
@@ -43,6 +43,8 @@ class RestMixin:
             files: list[dict[str, Any]] = []
             reader = await request.multipart()
             async for part in reader:
+                # a nested multipart fails like any malformed body (recorded as None)
+                assert isinstance(part, BodyPartReader), "nested multipart body"
                 data = await part.read(decode=False)
                 if part.name == "payload_json":
                     payload = json.loads(data.decode("utf-8"))
@@ -86,7 +88,7 @@ class RestMixin:
         self._notify()
         try:
             response = await self._answer_api(rec, request)
-        except _ApiError as err:
+        except ApiError as err:
             response = self._error_response(err)
         except Exception as exc:  # noqa: BLE001 - surface fake bugs as 500 with the message
             response = self._json({"message": f"fake discord error: {exc!r}", "code": 0}, status=500)
@@ -132,73 +134,9 @@ class RestMixin:
             if m is None:
                 continue
             if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
-                raise _ApiError(401, 0, "401: Unauthorized")
+                raise ApiError(401, 0, "401: Unauthorized")
             return await handler(rec, **m.groupdict())
-        raise _ApiError(404, 0, "404: Not Found")
-
-    def _build_routes(self) -> list[tuple[str, re.Pattern, Callable[..., Awaitable[web.StreamResponse]], bool]]:
-        ID = r"(?P<{}>\d+)"
-        TOKEN = r"(?P<token>[^/]+)"
-        msg = r"(?P<mid>@original|\d+)"
-        table = [
-            ("GET", r"/users/@me", self._get_me, True),
-            ("GET", r"/users/" + ID.format("uid"), self._get_user, True),
-            ("POST", r"/users/@me/channels", self._create_dm, True),
-            ("GET", r"/oauth2/applications/@me", self._get_app_info, True),
-            ("GET", r"/applications/@me", self._get_app_info, True),
-            ("GET", r"/gateway", self._get_gateway, False),
-            ("GET", r"/gateway/bot", self._get_gateway_bot, True),
-            ("GET", r"/guilds/" + ID.format("gid"), self._get_guild, True),
-            ("GET", r"/guilds/" + ID.format("gid") + r"/channels", self._get_guild_channels, True),
-            ("GET", r"/guilds/" + ID.format("gid") + r"/roles", self._get_guild_roles, True),
-            ("GET", r"/guilds/" + ID.format("gid") + r"/members/" + ID.format("uid"), self._get_member, True),
-            ("GET", r"/channels/" + ID.format("cid"), self._get_channel, True),
-            ("GET", r"/channels/" + ID.format("cid") + r"/messages", self._get_history, True),
-            ("POST", r"/channels/" + ID.format("cid") + r"/messages", self._post_message, True),
-            ("GET", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._get_message, True),
-            ("PATCH", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._edit_message, True),
-            ("DELETE", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._delete_message, True),
-            ("POST", r"/channels/" + ID.format("cid") + r"/typing", self._typing, True),
-            (
-                "PUT",
-                r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid") + r"/reactions/(?P<emoji>[^/]+)/@me",
-                self._add_reaction,
-                True,
-            ),
-            (
-                "DELETE",
-                r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid") + r"/reactions/(?P<emoji>[^/]+)/@me",
-                self._remove_reaction,
-                True,
-            ),
-            ("GET", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._list_commands, True),
-            ("PUT", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._put_commands, True),
-            ("POST", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._post_command, True),
-            (
-                "GET",
-                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
-                self._get_command,
-                True,
-            ),
-            (
-                "PATCH",
-                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
-                self._patch_command,
-                True,
-            ),
-            (
-                "DELETE",
-                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
-                self._delete_command,
-                True,
-            ),
-            ("POST", r"/interactions/" + ID.format("iid") + "/" + TOKEN + r"/callback", self._interaction_callback, False),
-            ("POST", r"/webhooks/" + ID.format("app") + "/" + TOKEN, self._followup, False),
-            ("GET", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_get, False),
-            ("PATCH", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_edit, False),
-            ("DELETE", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_delete, False),
-        ]
-        return [(m, re.compile(p), h, a) for m, p, h, a in table]
+        raise ApiError(404, 0, "404: Not Found")
 
     # ------------------------------------------------------------------ REST: users, app, gateway, guild
 
@@ -209,13 +147,13 @@ class RestMixin:
     async def _get_user(self, rec: RecordedRequest, uid: str) -> web.Response:
         user = self.users.get(int(uid))
         if user is None:
-            raise _ApiError(404, 10013, "Unknown User")
+            raise ApiError(404, 10013, "Unknown User")
         return self._json(user)
 
     async def _create_dm(self, rec: RecordedRequest) -> web.Response:
         uid = int((rec.json or {}).get("recipient_id", 0))
         if uid not in self.users:
-            raise _ApiError(400, 50007, "Cannot send messages to this user")
+            raise ApiError(400, 50007, "Cannot send messages to this user")
         return self._json(self.add_dm_channel(uid))
 
     def app_info(self) -> dict[str, Any]:
@@ -259,7 +197,7 @@ class RestMixin:
 
     def _check_guild(self, gid: str) -> None:
         if int(gid) != GUILD_ID:
-            raise _ApiError(404, 10004, "Unknown Guild")
+            raise ApiError(404, 10004, "Unknown Guild")
 
     def guild_payload(self) -> dict[str, Any]:
         """The guild without gateway-only fields (REST shape)."""
@@ -280,13 +218,13 @@ class RestMixin:
     async def _get_member(self, rec: RecordedRequest, gid: str, uid: str) -> web.Response:
         self._check_guild(gid)
         if int(uid) not in self.members:
-            raise _ApiError(404, 10007, "Unknown Member")
+            raise ApiError(404, 10007, "Unknown Member")
         return self._json(self.member_payload(int(uid)))
 
     def _channel(self, cid: Any) -> dict[str, Any]:
         ch = self.channels.get(int(cid))
         if ch is None:
-            raise _ApiError(404, 10003, "Unknown Channel")
+            raise ApiError(404, 10003, "Unknown Channel")
         return ch
 
     async def _get_channel(self, rec: RecordedRequest, cid: str) -> web.Response:

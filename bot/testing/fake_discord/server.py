@@ -1,5 +1,6 @@
-"""The :class:`FakeDiscord` server: its state, start/close, waiting helpers and fault injection; the routes and the
-gateway come from the mixins next to this module (see the package docstring)."""
+"""The :class:`FakeDiscord` server: its state, start/close, the REST route table, waiting helpers and fault
+injection; the route handlers and the gateway come from the mixins next to this module (see the package docstring),
+which share the state's types through :class:`~bot.testing.fake_discord.state.FakeState`."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from aiohttp import web
 from bot.testing.fake_discord.cdn import CdnMixin
 from bot.testing.fake_discord.commands import CommandsMixin
 from bot.testing.fake_discord.components import ComponentsMixin
-from bot.testing.fake_discord.gateway import GatewayMixin, _Conn
+from bot.testing.fake_discord.gateway import GatewayMixin
 from bot.testing.fake_discord.ids import API_PREFIX
 from bot.testing.fake_discord.interactions import InteractionsMixin
 from bot.testing.fake_discord.messages import MessagesMixin
 from bot.testing.fake_discord.model import ModelMixin
-from bot.testing.fake_discord.records import FailureRule, FakeInteraction, GatewayEvent, RecordedRequest
+from bot.testing.fake_discord.records import FailureRule, RecordedRequest
 from bot.testing.fake_discord.rest import RestMixin
+from bot.testing.fake_discord.state import Handler, Route
 
 # --------------------------------------------------------------------------- the fake
 
@@ -41,17 +43,18 @@ class FakeDiscord(
         heartbeat_interval: int = 41250,
         host: str = "127.0.0.1",
     ) -> None:
+        # the attributes' types are declared once, in FakeState (state.py)
         self.token = token
         self.heartbeat_interval = heartbeat_interval  # ms, sent in HELLO
         self.host = host
-        self.port: int | None = None
+        self.port = None
 
         # knobs
         self.ack_heartbeats = True  # False: never answer op 1 (zombie connection)
         self.privileged_intents = True  # False: IDENTIFY asking for a privileged intent is closed with 4014
         self.reject_resumes = False  # True: answer RESUME with op 9 (session not resumable)
-        self.interaction_ack_timeout: float | None = 3.0  # callback later than this: 404 10062
-        self.interaction_token_lifetime: float | None = 900.0  # follow-ups after this: 401 50027
+        self.interaction_ack_timeout = 3.0  # callback later than this: 404 10062
+        self.interaction_token_lifetime = 900.0  # follow-ups after this: 401 50027
         self.attachment_size_limit = 10 * 1024 * 1024  # sent in interactions
         self.upload_limit = 10 * 1024 * 1024  # bot uploads above this: 413 40005
         #: how long Discord remembers an enforced nonce (undocumented: "a few minutes");
@@ -64,59 +67,59 @@ class FakeDiscord(
         self.ratelimit_headers = True
 
         # model
-        self.users: dict[int, dict[str, Any]] = {}
-        self.members: dict[int, dict[str, Any]] = {}  # guild members of GUILD_ID by user id
-        self.roles: dict[int, dict[str, Any]] = {}
-        self.channels: dict[int, dict[str, Any]] = {}  # guild and DM channels
-        self.guild: dict[str, Any] = {}
-        self.messages: dict[int, dict[str, Any]] = {}  # every message by id (user and bot)
+        self.users = {}
+        self.members = {}  # guild members of GUILD_ID by user id
+        self.roles = {}
+        self.channels = {}  # guild and DM channels
+        self.guild = {}
+        self.messages = {}  # every message by id (user and bot)
         #: enforced nonces of bot-created messages: nonce -> (message id, when)
-        self.nonces: dict[str, tuple[int, float]] = {}
+        self.nonces = {}
         #: creates answered with the message an earlier create with the same nonce made
-        self.nonce_hits: list[dict[str, Any]] = []
+        self.nonce_hits = []
         #: set when the fake closes: held responses are let go
         self._closing = asyncio.Event()
-        self.commands: dict[int | None, list[dict[str, Any]]] = {None: []}  # None: global; else guild id
-        self.interactions: dict[int, FakeInteraction] = {}
+        self.commands = {None: []}  # None: global; else guild id
+        self.interactions = {}
         self._build_model()
 
         # records
-        self.requests: list[RecordedRequest] = []
-        self.sent: list[dict[str, Any]] = []
-        self.callbacks: list[dict[str, Any]] = []
-        self.deleted: list[dict[str, Any]] = []
-        self.typing: list[dict[str, Any]] = []
-        self.reactions: list[dict[str, Any]] = []
-        self.downloads: list[dict[str, Any]] = []
-        self.events: list[GatewayEvent] = []  # every dispatch of every session
-        self.identify_payloads: list[dict[str, Any]] = []
-        self.gateway_connections: list[dict[str, str]] = []  # query of each websocket connect
-        self.presence_updates: list[dict[str, Any]] = []
+        self.requests = []
+        self.sent = []
+        self.callbacks = []
+        self.deleted = []
+        self.typing = []
+        self.reactions = []
+        self.downloads = []
+        self.events = []  # every dispatch of every session
+        self.identify_payloads = []
+        self.gateway_connections = []  # query of each websocket connect
+        self.presence_updates = []
         self.heartbeats = 0
         self.identifies = 0
         self.resumes = 0
         self.invalid_sessions = 0
 
         # fault injection
-        self.failures: list[FailureRule] = []
+        self.failures = []
 
         # CDN
-        self._blobs: dict[int, dict[str, Any]] = {}
-        self._files: dict[str, dict[str, Any]] = {}
-        self._redirects: dict[str, tuple[str, int]] = {}
+        self._blobs = {}
+        self._files = {}
+        self._redirects = {}
 
         # gateway session
-        self._conns: list[_Conn] = []
-        self._conn: _Conn | None = None
-        self.session_id: str | None = None
+        self._conns = []
+        self._conn = None
+        self.session_id = None
         self._seq = 0
-        self._log: list[GatewayEvent] = []
+        self._log = []
         self._intents = 0
-        self._shard: list[int] | None = None
+        self._shard = None
 
         self._snowflake_last = 0
-        self._change: asyncio.Event | None = None
-        self._runner: web.AppRunner | None = None
+        self._change = None
+        self._runner = None
         self._routes = self._build_routes()
 
     # ------------------------------------------------------------------ lifecycle
@@ -173,6 +176,73 @@ class FakeDiscord(
     @property
     def gateway_url(self) -> str:
         return f"ws://{self.host}:{self.port}/gateway"
+
+    # ------------------------------------------------------------------ routes
+
+    def _build_routes(self) -> list[Route]:
+        """The REST route table :meth:`RestMixin._route` answers from: handlers of every mixin."""
+        ID = r"(?P<{}>\d+)"
+        TOKEN = r"(?P<token>[^/]+)"
+        msg = r"(?P<mid>@original|\d+)"
+        table: list[tuple[str, str, Handler, bool]] = [
+            ("GET", r"/users/@me", self._get_me, True),
+            ("GET", r"/users/" + ID.format("uid"), self._get_user, True),
+            ("POST", r"/users/@me/channels", self._create_dm, True),
+            ("GET", r"/oauth2/applications/@me", self._get_app_info, True),
+            ("GET", r"/applications/@me", self._get_app_info, True),
+            ("GET", r"/gateway", self._get_gateway, False),
+            ("GET", r"/gateway/bot", self._get_gateway_bot, True),
+            ("GET", r"/guilds/" + ID.format("gid"), self._get_guild, True),
+            ("GET", r"/guilds/" + ID.format("gid") + r"/channels", self._get_guild_channels, True),
+            ("GET", r"/guilds/" + ID.format("gid") + r"/roles", self._get_guild_roles, True),
+            ("GET", r"/guilds/" + ID.format("gid") + r"/members/" + ID.format("uid"), self._get_member, True),
+            ("GET", r"/channels/" + ID.format("cid"), self._get_channel, True),
+            ("GET", r"/channels/" + ID.format("cid") + r"/messages", self._get_history, True),
+            ("POST", r"/channels/" + ID.format("cid") + r"/messages", self._post_message, True),
+            ("GET", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._get_message, True),
+            ("PATCH", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._edit_message, True),
+            ("DELETE", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._delete_message, True),
+            ("POST", r"/channels/" + ID.format("cid") + r"/typing", self._typing, True),
+            (
+                "PUT",
+                r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid") + r"/reactions/(?P<emoji>[^/]+)/@me",
+                self._add_reaction,
+                True,
+            ),
+            (
+                "DELETE",
+                r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid") + r"/reactions/(?P<emoji>[^/]+)/@me",
+                self._remove_reaction,
+                True,
+            ),
+            ("GET", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._list_commands, True),
+            ("PUT", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._put_commands, True),
+            ("POST", r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands", self._post_command, True),
+            (
+                "GET",
+                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
+                self._get_command,
+                True,
+            ),
+            (
+                "PATCH",
+                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
+                self._patch_command,
+                True,
+            ),
+            (
+                "DELETE",
+                r"/applications/" + ID.format("app") + r"(?:/guilds/(?P<gid>\d+))?/commands/" + ID.format("cmd"),
+                self._delete_command,
+                True,
+            ),
+            ("POST", r"/interactions/" + ID.format("iid") + "/" + TOKEN + r"/callback", self._interaction_callback, False),
+            ("POST", r"/webhooks/" + ID.format("app") + "/" + TOKEN, self._followup, False),
+            ("GET", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_get, False),
+            ("PATCH", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_edit, False),
+            ("DELETE", r"/webhooks/" + ID.format("app") + "/" + TOKEN + r"/messages/" + msg, self._webhook_delete, False),
+        ]
+        return [(m, re.compile(p), h, a) for m, p, h, a in table]
 
     # ------------------------------------------------------------------ waiting
 
