@@ -241,7 +241,7 @@ async def _run(settings: Settings, token: str, sync: bool) -> None:
     import signal
 
     from bot.client import make_bot, point_at
-    from bot.journal import Journal
+    from bot.jobs.journal import Journal
     from bot.metrics import Metrics
     from bot.runtime import Runtime
 
@@ -380,7 +380,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from bot.bench import run_bench, table
+    from bot.bench.run import run_bench, table
 
     settings = _settings(args)
     _setup_logging("WARNING", args.verbose)
@@ -390,15 +390,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"  … {step}", file=sys.stderr, flush=True)
 
     if args.parallel:
-        from bot.bench_parallel import run_parallel
-        from bot.bench_parallel import table as parallel_table
+        from bot.bench.parallel import run_parallel
+        from bot.bench.parallel import table as parallel_table
 
         progress(f"{args.requests} questions with 1 slot, then with {args.parallel}")
         result = run_parallel(settings, args.parallel, questions=args.requests, max_tokens=args.max_tokens)
         print(json.dumps(result, indent=2) if args.json else parallel_table(result))
         return EXIT_OK
     if args.scale_out:
-        from bot.bench import run_scale_out
+        from bot.bench.scale_out import run_scale_out
 
         result = asyncio.run(run_scale_out(settings, progress=progress))
         if args.json:
@@ -464,12 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(bench)
     bench.set_defaults(func=cmd_bench)
 
-    from bot import models
+    from bot import fetch_model
 
     fetch = sub.add_parser("fetch-model", help="download a known vision model (GGUF pair) and write the settings to use it")
-    models.add_arguments(fetch)
+    fetch_model.add_arguments(fetch)
     fetch.add_argument("--config", metavar="FILE", help="settings file to write (default: config/bot.toml)")
-    fetch.set_defaults(func=models.cmd_fetch_model)
+    fetch.set_defaults(func=fetch_model.cmd_fetch_model)
 
     doctor = sub.add_parser("doctor", help="check the build, the GPU, the model files and where CLIP runs")
     common(doctor)

@@ -20,11 +20,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.jobs import Jobs
-from bot.journal import Journal
+from bot.jobs.jobs import Jobs
+from bot.jobs.journal import Journal
+from bot.moderation.watcher import Watcher
 from bot.reply import ADMIN_ONLY, OUR_FAULT, friendly
 from bot.runtime import Runtime
-from bot.watch import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,9 @@ def point_at(api_base: str, gateway_url: str | None) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-class _LlavaBotCore:
-    """Everything llava-bot adds to discord.py's Bot (mixed into a plain or a sharded bot)."""
+class LlavaBot(commands.Bot):
+    """llava-bot on one gateway connection (what almost every server needs): everything
+    llava-bot adds to discord.py's Bot."""
 
     def __init__(
         self,
@@ -57,7 +58,7 @@ class _LlavaBotCore:
     ) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the developer portal
-        super().__init__(  # type: ignore[call-arg]  # the discord.py Bot after this mixin
+        super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
             allowed_mentions=discord.AllowedMentions.none(),
@@ -74,7 +75,7 @@ class _LlavaBotCore:
         #: every question's life, from acceptance to its one reply
         self.jobs = Jobs(self, settings, runtime, self.journal)
         #: the moderation features: rule checks, alerts, alt text, kept captions
-        self.moderation = Watcher(self, settings, runtime, self.jobs.outcomes)  # type: ignore[arg-type]
+        self.moderation = Watcher(self, settings, runtime, self.jobs.outcomes)
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -113,7 +114,7 @@ class _LlavaBotCore:
                 await self.load_extension(name)
             except Exception:
                 log.exception("could not load extension %s; going on without it", name)
-        self.tree.on_error = self.on_app_command_error
+        self.tree.error(self.on_app_command_error)
         self.jobs.start_replay()
         if self.sync_on_start:
             synced = await self.tree.sync()
@@ -146,7 +147,7 @@ class _LlavaBotCore:
     async def on_error(self, event_method: str, /, *args: object, **kwargs: object) -> None:
         log.exception("unhandled error in %s", event_method)
 
-    async def on_command_error(self, ctx: commands.Context[LlavaBot], error: commands.CommandError) -> None:
+    async def on_command_error(self, ctx: commands.Context[Any], error: commands.CommandError, /) -> None:
         if isinstance(error, commands.CommandNotFound):
             return
         if isinstance(error, commands.CheckFailure):
@@ -172,11 +173,7 @@ class _LlavaBotCore:
             log.warning("could not tell the user about the error")
 
 
-class LlavaBot(_LlavaBotCore, commands.Bot):
-    """llava-bot on one gateway connection (what almost every server needs)."""
-
-
-class ShardedLlavaBot(_LlavaBotCore, commands.AutoShardedBot):
+class ShardedLlavaBot(LlavaBot, commands.AutoShardedBot):
     """llava-bot on several gateway connections (shards), for bots in very many servers."""
 
 
@@ -186,4 +183,4 @@ def make_bot(settings: Settings, runtime: Runtime, **kwargs: Any) -> LlavaBot:
     if shards is None:
         return LlavaBot(settings, runtime, **kwargs)
     count = None if shards == "auto" else int(shards)
-    return ShardedLlavaBot(settings, runtime, shard_count=count, **kwargs)  # type: ignore[return-value]
+    return ShardedLlavaBot(settings, runtime, shard_count=count, **kwargs)

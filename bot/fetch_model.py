@@ -447,8 +447,8 @@ def _reason(exc: BaseException, repo_id: str, dest: Path) -> str:
         return f"{host} answered HTTP {status}" if status else f"{host}: {str(http).splitlines()[0]}"
     if first("LocalEntryNotFoundError") is not None:
         return f"no network connection to {host}, and the file is not in {dest} yet"
-    os_err = first(OSError)
-    if os_err is not None and getattr(os_err, "strerror", None):
+    os_err = next((e for e in chain if isinstance(e, OSError)), None)
+    if os_err is not None and os_err.strerror:
         where = getattr(os_err, "filename", None) or dest
         return f"cannot write {where}: {os_err.strerror}"
     return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__

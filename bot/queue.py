@@ -27,7 +27,6 @@ front of the line).  A probe that raises counts as "still down".
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 import statistics
@@ -178,15 +177,6 @@ def _slots(engine: Engine) -> int:
     """Answers an engine decodes at once (``slots``, from ``model.parallel``); 1 for most."""
     slots = getattr(engine, "slots", 1)
     return slots if isinstance(slots, int) and slots > 1 else 1
-
-
-def _takes(engine: Engine, keyword: str) -> bool:
-    """Whether the engine's generate takes ``keyword`` (test engines may not)."""
-    try:
-        params = inspect.signature(engine.generate).parameters
-    except (TypeError, ValueError):
-        return False
-    return keyword in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class InferenceQueue:
@@ -489,7 +479,6 @@ class InferenceQueue:
         """The function the engine's thread runs for one job."""
         loop = asyncio.get_running_loop()
         last_end: list[float] = []  # when the engine thread last finished a job
-        stoppable, streams = _takes(engine, "should_stop"), _takes(engine, "on_text")
 
         def should_stop() -> bool:
             return self._stop_now
@@ -499,15 +488,14 @@ class InferenceQueue:
             if last_end and job.submitted < last_end[0]:
                 # This job was already waiting: the engine sat idle for this long.
                 self.idle_gaps.append(begin - last_end[0])
-            kwargs: dict[str, object] = {}
-            if stoppable:
-                kwargs["should_stop"] = should_stop
-            if streams and job.on_text is not None:
-                on_text = job.on_text
+            on_text: Callable[[str], None] | None = None
+            if job.on_text is not None:
+                receiver = job.on_text
                 # to the loop, in order; the engine thread never waits for the receiver
-                kwargs["on_text"] = lambda text: loop.call_soon_threadsafe(on_text, text)
+                def on_text(text: str) -> None:
+                    loop.call_soon_threadsafe(receiver, text)
             try:
-                return engine.generate(job.request, **kwargs)  # type: ignore[arg-type]
+                return engine.generate(job.request, should_stop=should_stop, on_text=on_text)
             finally:
                 last_end[:] = [time.perf_counter()]
 

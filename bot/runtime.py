@@ -1,28 +1,32 @@
 """The model side of the bot, shared by the CLI and the Discord client.
 
 ``Runtime`` owns the settings, the engine and the queue: it loads (and warms)
-the model before anything is accepted, prepares images in worker threads,
-builds requests with the configured caps, and closes everything in order.
-Nothing here imports discord.
+the model before anything is accepted, loads images (one loader: download
+slots, then the image pool) for every front end, is the one route to the
+queue (reserve, reserve when there is room, submit), builds requests with the
+configured caps, and closes everything in order.  Nothing here imports discord.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import Settings
-from bot.engine.base import Answer, Engine, VisionRequest
+from bot.config import ConfigError, Settings
+from bot.engine.base import Answer, Engine, RequestError, VisionRequest
 from bot.engine.projector import TILED_SIDE, Projector
 from bot.image_pool import ImagePool
-from bot.images import ImageLimits, PreparedImage
-from bot.queue import InferenceQueue, JobHandle, Reservation
+from bot.images import ImageLimits, PreparedImage, check_declared_size
+from bot.queue import InferenceQueue, JobHandle, Lane, QueueClosed, Refused, Reservation
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from bot.engine.llama_cpp import LlamaCppEngine
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,8 @@ class Runtime:
             per_user_per_minute=settings.queue.per_user_per_minute,
             caption_max_size=settings.queue.caption_max_size,
         )
+        #: downloads at once (``queue.downloads``), for every front end together
+        self._downloads = asyncio.Semaphore(max(1, settings.queue.downloads))
         self._started = False
 
     async def start(self) -> None:
@@ -118,7 +124,12 @@ class Runtime:
             init = getattr(engine, "init_native", None)
             if init is not None:
                 init()
-        await asyncio.gather(*(asyncio.to_thread(engine.load) for engine in self.engines))
+        try:
+            await asyncio.gather(*(asyncio.to_thread(engine.load) for engine in self.engines))
+        except RequestError as exc:  # the warm-up question does not fit: a setting, not a bug
+            raise ConfigError(
+                f"model.n_ctx ({self.settings.model.n_ctx}) is too small for one image question with this model: {exc}"
+            ) from None
         await self.queue.start()
         self._started = True
 
@@ -133,6 +144,26 @@ class Runtime:
             await asyncio.to_thread(engine.close)
         self.image_pool.close()
         self._started = False
+
+    # -- images: one loader for every front end ----------------------------------------------
+
+    async def load(
+        self, session: aiohttp.ClientSession, url: str, declared_size: int | None, *, allowed_hosts: Sequence[str]
+    ) -> PreparedImage:
+        """An image from a link, ready for the model (raises ImageError): the declared size
+        first (an oversized file is never downloaded), then the download (``allowed_hosts``
+        only, the front end's: where its attachments live; no redirects, a byte cap), then
+        preparation in the image pool.  A download slot (``queue.downloads`` at once, for
+        jobs and the watcher together) is held until the image is prepared, so at most that
+        many downloaded files wait in memory."""
+        from bot.fetch import fetch_bytes
+
+        check_declared_size(declared_size, self.limits)
+        async with self._downloads:
+            data = await fetch_bytes(
+                session, url, allowed_hosts=allowed_hosts, limits=self.limits, timeout_s=self.settings.images.download_timeout_s
+            )
+            return await self.prepare(data)
 
     async def prepare(self, data: bytes) -> PreparedImage:
         """Validate and shrink one image off the event loop (raises ImageError),
@@ -160,6 +191,28 @@ class Runtime:
             system_prompt=gen.system_prompt,
             time_limit_s=gen.timeout_s,
         )
+
+    # -- the one route to the queue --------------------------------------------------------
+
+    def reserve(self, user_id: int | str | None, count: int = 1, *, lane: Lane = "question") -> Reservation:
+        """Hold places for ``count`` jobs now, or raise :class:`Refused` (queue full, the
+        user's limits); see :meth:`InferenceQueue.reserve`."""
+        return self.queue.reserve(user_id, count, lane=lane)
+
+    async def reserve_when_room(self, count: int, *, lane: Lane = "question", timeout_s: float | None = None) -> Reservation | None:
+        """Hold places for ``count`` jobs, waiting while the queue is full (replays, the
+        watcher): None if there is still no room after ``timeout_s`` (None: wait as long as
+        it takes).  Raises :class:`QueueClosed` when the bot stops."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.queue.reserve(None, count, lane=lane)
+            except QueueClosed:
+                raise
+            except Refused:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+            await asyncio.sleep(0.5)
 
     def submit(
         self,

@@ -1,7 +1,7 @@
 """One SQLite file used from one worker thread, so the event loop never waits on the disk.
 
-The base of :class:`bot.journal.Journal` (accepted jobs) and
-:class:`bot.captions_store.CaptionStore` (kept captions): both live in the
+The base of :class:`bot.jobs.journal.Journal` (accepted jobs) and
+:class:`bot.moderation.captions.CaptionStore` (kept captions): both live in the
 state database, each on its own connection.  ``path=None`` keeps nothing.
 """
 

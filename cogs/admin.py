@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.delivery import NO_MENTIONS
+from bot.jobs.delivery import NO_MENTIONS
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -71,7 +71,7 @@ class Admin(commands.Cog):
             return
         await interaction.response.send_message(status_text(self.bot), allowed_mentions=NO_MENTIONS)
 
-    async def cog_check(self, ctx: commands.Context[LlavaBot]) -> bool:  # text commands below
+    async def cog_check(self, ctx: commands.Context[Any]) -> bool:  # text commands below
         return await self.bot.is_admin(ctx.author)
 
     @commands.command(name="sync")

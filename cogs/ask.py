@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.jobs import JobSpec
+from bot.jobs.spec import JobSpec
 from bot.reply import FIRST_IMAGES_ONLY, NO_IMAGE, NOT_AN_IMAGE, OUR_FAULT, answer_from_message
 from cogs.policy import channel_ids, place_refusal
 from cogs.reading import addressed_to, image_label, labelled, pick_image, question_text, roles_of, split_attachments

@@ -8,13 +8,13 @@ types from the annotations, and the Range bound is a run-time value.)
 """
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs import ImageSource, JobSpec
+from bot.jobs.spec import ImageSource, JobSpec
 from bot.reply import NO_IMAGE_IN_MESSAGE, friendly
 from cogs.policy import channel_ids, place_refusal
 from cogs.reading import image_source, roles_of, split_attachments
@@ -30,7 +30,9 @@ class Commands(commands.Cog):
 
     def __init__(self, bot: "LlavaBot") -> None:
         self.bot = bot
-        self._app_commands = [self._make_ask(), self._make_caption(), self._make_describe()]
+        self._app_commands: list[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu] = [
+            self._make_ask(), self._make_caption(), self._make_describe()
+        ]
 
     async def cog_load(self) -> None:
         for command in self._app_commands:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import discord
 
-from bot.jobs import ImageSource
+from bot.jobs.spec import ImageSource
 
 log = logging.getLogger(__name__)
 

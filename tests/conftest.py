@@ -1,14 +1,15 @@
-"""Shared fixtures: one tiny model pair per test session, in a private cache."""
+"""Shared fixtures: one tiny model pair per test session, in a private cache; tests
+marked ``gpu`` are skipped where there is no CUDA GPU.  Shared plain helpers are in
+tests/helpers.py."""
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+
+from tests.helpers import gpu_available
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,17 +43,6 @@ def tiny_engine(tiny_pair: tuple[Path, Path]):
     engine.close()
 
 
-def picture(size: tuple[int, int] = (96, 64), colour: tuple[int, int, int] = (200, 60, 40)) -> Image.Image:
-    img = Image.new("RGB", size, (40, 90, 200))
-    ImageDraw.Draw(img).rectangle((size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4), fill=colour)
-    return img
-
-
-def jpeg_bytes(img: Image.Image | None = None, **save: object) -> bytes:
-    buf = io.BytesIO()
-    (img or picture()).save(buf, "JPEG", quality=90, **save)
-    return buf.getvalue()
-
-
-def data_uri(img: Image.Image | None = None) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(img)).decode("ascii")
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu") and not gpu_available():
+        pytest.skip("needs a CUDA GPU and a llama-cpp-python built with GPU offload")

@@ -70,6 +70,20 @@ def test_missing_image_and_bad_setting_exit_2(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
+def test_a_context_too_small_for_one_image_question_exits_2(tmp_path: Path) -> None:
+    """The bench pair's image alone takes 576 tokens: with n_ctx 256 even the warm-up question
+    does not fit.  That is a setting to change (exit 2, one line naming it), not a bug (exit 1)."""
+    from bot.engine.tiny import BENCH, ensure_model_pair
+
+    text, mmproj = ensure_model_pair(BENCH)
+    done = run("ask", str(EXAMPLE), "--model", str(text), "--mmproj", str(mmproj), env={"LLAVA_BOT_MODEL__N_CTX": "256"})
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("llava-bot: model.n_ctx (256) is too small for one image question"), last
+    assert "more than the model's context of 256" in last and "Traceback" not in done.stderr
+
+
 def test_broken_model_file_exits_1(tmp_path: Path, tiny_pair) -> None:
     bogus = tmp_path / "broken.gguf"
     bogus.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 100)
@@ -78,6 +92,7 @@ def test_broken_model_file_exits_1(tmp_path: Path, tiny_pair) -> None:
     assert "could not load the text model" in done.stderr.splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_ask_with_explicit_model_files_quantized_by_llama_cpp(tmp_path: Path, tiny_pair) -> None:
     """--model/--mmproj on a pair this project did not write: llama.cpp's own quantizer wrote the text model."""
     import llama_cpp
@@ -95,6 +110,7 @@ def test_ask_with_explicit_model_files_quantized_by_llama_cpp(tmp_path: Path, ti
 
 
 @pytest.mark.parametrize("family", ["gemma3", "qwen2.5vl"])
+@pytest.mark.slow
 def test_ask_and_doctor_on_the_other_families(family: str, private_cache: Path) -> None:
     """Gemma 3 and Qwen2.5-VL shaped pairs: "auto" renders the template in the file and
     the answer ends at the model's end-of-turn token, which never shows."""
@@ -113,6 +129,7 @@ def test_ask_and_doctor_on_the_other_families(family: str, private_cache: Path) 
     assert ("image budget" in done.stdout) == (family == "qwen2.5vl")
 
 
+@pytest.mark.slow
 def test_doctor_reports_where_clip_ran() -> None:
     import llama_cpp
 
@@ -140,6 +157,7 @@ BENCH_KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_bench_parallel_reports_one_slot_and_n(tiny_pair) -> None:
     """`bench --parallel N`: the same questions with 1 slot and with N, in one run."""
     import json
@@ -156,6 +174,7 @@ def test_bench_parallel_reports_one_slot_and_n(tiny_pair) -> None:
     assert table.returncode == 0 and "2 slots finish the 3 questions" in table.stdout
 
 
+@pytest.mark.slow
 def test_bench_json_has_every_documented_key(tiny_pair) -> None:
     """A small run on the tiny pair: the command works end to end (the numbers are BENCHMARKS.md's business)."""
     import json
@@ -170,13 +189,14 @@ def test_bench_json_has_every_documented_key(tiny_pair) -> None:
     assert result["stream_bot_over_engine_on"] > 0 and result["stream_first_words_ms_max"] >= 0
 
 
+@pytest.mark.slow
 async def test_ask_on_a_terminal_prints_the_answer_as_it_arrives(tmp_path: Path) -> None:
     """stdout is a pseudo-terminal: the words appear one by one, the footer last."""
     import asyncio
     import pty
     import time
 
-    from bot.testing.slow_engine import SlowEngine, word_text
+    from tests.fakes.slow_engine import SlowEngine, word_text
 
     async with SlowEngine(tokens=6, delay_s=0.3) as server:
         config = tmp_path / "bot.toml"

@@ -96,6 +96,7 @@ def quantized(tiny_pair, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("setting", ["auto", "false"])
+@pytest.mark.slow
 def test_quantized_model_answers_and_doctor_says_how(quantized: Path, tiny_pair, setting: str) -> None:
     """The README's path on a quantized pair: ``auto`` (the default) and ``false`` both answer on any CPU."""
     env = {"LLAVA_BOT_MODEL__CPU_REPACK": setting}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.models import DEFAULT_MODEL, KNOWN_MODELS, docker_env, plan
+from bot.fetch_model import DEFAULT_MODEL, KNOWN_MODELS, docker_env, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -193,7 +193,7 @@ def test_model_env_files_match_the_known_models() -> None:
         assert "write_docker_envs" not in files[name].read_text(encoding="utf-8"), f"{files[name]}: no such model"
     for name, model in KNOWN_MODELS.items():
         assert files[name].read_text(encoding="utf-8") == docker_env(model), (
-            f"{files[name]} is out of date: python -c 'from bot.models import write_docker_envs; write_docker_envs()'"
+            f"{files[name]} is out of date: python -c 'from bot.fetch_model import write_docker_envs; write_docker_envs()'"
         )
 
 

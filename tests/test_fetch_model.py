@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import (
+from bot.fetch_model import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
     FetchError,
@@ -294,6 +294,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_no_network_in_a_real_process(tmp_path: Path) -> None:
     """The real library against a port nobody listens on: it retries (about 25 s), then one line."""
     port = _closed_port()
@@ -304,7 +305,7 @@ def test_no_network_in_a_real_process(tmp_path: Path) -> None:
         PYTHONPATH=str(ROOT),
     )
     dest = tmp_path / "m"
-    code = f"import sys; from bot.models import main; sys.exit(main(['--dir', {str(dest)!r}]))"
+    code = f"import sys; from bot.fetch_model import main; sys.exit(main(['--dir', {str(dest)!r}]))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [

@@ -21,6 +21,7 @@ from PIL import Image
 
 from bot.image_pool import DEFAULT_PIXEL_BUDGET, DEFAULT_WORKERS, ImagePool
 from bot.images import ImageError, ImageLimits, PreparedImage, decoded_pixels, prepare_image
+from tests.helpers import photo_like_png
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -444,28 +445,8 @@ print(json.dumps({
 """
 
 
-def photo_like_png(width: int, height: int) -> bytes:
-    """A photo-like RGB PNG just under the 25 MiB limit at 40 MP: smooth random
-    shapes (a coarse random grid, bicubic-upscaled) with fine noise on the top
-    quarter (a lossless photo this size would be over the limit)."""
-    import numpy as np
-
-    rng = np.random.default_rng(10)
-    coarse = rng.integers(0, 256, size=(height // 512 + 2, width // 512 + 2, 3), dtype=np.uint8)
-    smooth = Image.fromarray(coarse, "RGB").resize((width, height), Image.Resampling.BICUBIC)
-    pixels = np.asarray(smooth, dtype=np.uint8).copy()
-    del smooth
-    rows = height // 4
-    noisy = pixels[:rows].astype(np.int16) + rng.integers(-3, 4, size=(rows, width, 1), dtype=np.int16)
-    np.clip(noisy, 0, 255, out=noisy)
-    pixels[:rows] = noisy
-    del noisy
-    out = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(out, "PNG", compress_level=1)
-    return out.getvalue()
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
+@pytest.mark.slow
 def test_twelve_40mp_pngs_at_once_stay_under_1_2_gb(tmp_path: Path):
     limits = ImageLimits()
     data = photo_like_png(8000, 5000)

@@ -33,7 +33,7 @@ class FakeEngine:
 
     def close(self) -> None: ...
 
-    def generate(self, request: VisionRequest) -> Answer:
+    def generate(self, request: VisionRequest, *, should_stop=None, on_text=None) -> Answer:
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -305,12 +305,12 @@ class FlakyEngine(FakeEngine):
         self.probes += 1
         return self.up.is_set()
 
-    def generate(self, request: VisionRequest) -> Answer:
+    def generate(self, request: VisionRequest, *, should_stop=None, on_text=None) -> Answer:
         from bot.engine.base import EndpointDown
 
         if len(self.calls) >= self.ok_calls and not self.up.is_set():
             raise EndpointDown(f"{self.name} is gone")
-        return super().generate(request)
+        return super().generate(request, should_stop=should_stop, on_text=on_text)
 
 
 async def test_a_downed_engine_hands_its_job_to_another_and_comes_back():
@@ -485,7 +485,7 @@ async def test_the_rate_table_forgets_idle_users():
 class StoppableEngine(FakeEngine):
     """Generates "tokens" until told to stop, like the local engine between tokens."""
 
-    def generate(self, request: VisionRequest, *, should_stop=None) -> Answer:
+    def generate(self, request: VisionRequest, *, should_stop=None, on_text=None) -> Answer:
         self.active += 1
         try:
             for _ in range(1000):
@@ -518,7 +518,7 @@ async def test_stopping_ends_a_running_generation_and_parks_its_job():
 class TalkingEngine(FakeEngine):
     """Hands out its answer word by word from the engine thread."""
 
-    def generate(self, request: VisionRequest, *, on_text=None) -> Answer:
+    def generate(self, request: VisionRequest, *, should_stop=None, on_text=None) -> Answer:
         for word in ("one", " two", " three"):
             if on_text is not None:
                 on_text(word)

@@ -7,7 +7,7 @@ import pytest
 from bot.config import load_settings
 from bot.images import ImageError
 from bot.runtime import Runtime, resolve_model
-from tests.conftest import jpeg_bytes
+from tests.helpers import jpeg_bytes
 
 
 @pytest.fixture

@@ -49,6 +49,6 @@ if ! grep -q "⏱" "$OUT/ask.txt"; then
   echo "ask (64 MB thread stacks) rc=$?"; tail -4 "$OUT/ask-bigstack.txt"; stamp "ask (big stacks) done"
 fi
 timeout 70 "${BOT[@]}" bench --parallel 4 --max-tokens 64 --json "${A[@]}" > "$OUT/parallel.json" 2> "$OUT/parallel.err"; echo "parallel rc=$?"
-python3 -c "import json,sys; from bot.bench_parallel import table; print(table(json.load(open(sys.argv[1]))))" "$OUT/parallel.json" || tail -5 "$OUT/parallel.err"; stamp "parallel done"
+python3 -c "import json,sys; from bot.bench.parallel import table; print(table(json.load(open(sys.argv[1]))))" "$OUT/parallel.json" || tail -5 "$OUT/parallel.err"; stamp "parallel done"
 timeout ${BENCH_S:-80} "${BOT[@]}" bench --requests 4 --json "${A[@]}" > "$OUT/bench.json" 2> "$OUT/bench.err"; echo "bench rc=$?"
-python3 -c "import json,sys; from bot.bench import table; print(table(json.load(open(sys.argv[1]))))" "$OUT/bench.json" || tail -5 "$OUT/bench.err"; stamp "all done"
+python3 -c "import json,sys; from bot.bench.run import table; print(table(json.load(open(sys.argv[1]))))" "$OUT/bench.json" || tail -5 "$OUT/bench.err"; stamp "all done"

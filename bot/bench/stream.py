@@ -17,6 +17,7 @@ import statistics
 import time
 from typing import Any
 
+from bot.bench.loopback import loopback_bot
 from bot.engine.base import Answer, VisionRequest
 from bot.runtime import Runtime
 
@@ -51,7 +52,6 @@ def _watched_engine(runtime: Runtime) -> list[dict[str, float]]:
 
 
 async def part_streaming(runtime: Runtime, pictures: list[bytes], max_tokens: int) -> dict[str, Any]:
-    from bot.bench import loopback_bot
     from bot.testing.fake_discord import BOT_ID, GENERAL_ID
 
     calls = _watched_engine(runtime)

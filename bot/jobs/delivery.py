@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
@@ -37,7 +38,7 @@ import discord
 from bot.reply import DISCORD_LIMIT, late_head, split_text
 
 if TYPE_CHECKING:
-    from bot.jobs import JobSpec
+    from bot.jobs.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,18 @@ INTERACTION_TOKEN_LIFE_S = 14 * 60
 
 #: errors below discord.py's HTTP layer (connection reset, DNS, timeouts): worth a retry
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+#: what a request to Discord may end in that is not a bug: its answer, or the network's
+DISCORD_OR_NETWORK_ERRORS: tuple[type[BaseException], ...] = (discord.HTTPException, *NETWORK_ERRORS)
 
 
 def nonce_key(*parts: object) -> str:
     """16 characters naming one reply (a job, a refusal): its messages' nonces start with it."""
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def _or_random(nonce: str | None) -> str | int:
+    """A create's nonce: the reply's, or (no dedup key) a random one, as discord.py would pick."""
+    return nonce if nonce is not None else secrets.randbits(64)
 
 
 class Undeliverable(Exception):
@@ -187,7 +195,7 @@ class PartsReplier:
                 await self._delete(handle)
             except discord.NotFound:
                 pass
-            except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            except DISCORD_OR_NETWORK_ERRORS as exc:
                 log.warning("could not delete a left-over part of a reply: %s", exc)
 
 
@@ -213,7 +221,7 @@ class MessageReplier(PartsReplier):
         # Discord posts the answer without the reference instead of failing.
         reference = self.message.to_reference(fail_if_not_exists=False)
         return await self.message.channel.send(
-            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS, nonce=nonce
+            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS, nonce=_or_random(nonce)
         )
 
     async def _edit(self, handle: object, index: int, text: str) -> None:
@@ -249,7 +257,7 @@ class ChannelReplier(PartsReplier):
         return None
 
     async def _create(self, index: int, text: str, nonce: str | None) -> discord.Message:
-        return await self.channel.send(text, allowed_mentions=NO_MENTIONS, nonce=nonce)
+        return await self.channel.send(text, allowed_mentions=NO_MENTIONS, nonce=_or_random(nonce))
 
     async def _edit(self, handle: object, index: int, text: str) -> None:
         # only when Discord answered a repeated create (same nonce) with the message made before
@@ -310,7 +318,7 @@ class InteractionReplier(PartsReplier):
         """What the original response says now (None if it cannot be read)."""
         try:
             message = await self.webhook.fetch_message(ORIGINAL)  # type: ignore[arg-type]
-        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+        except DISCORD_OR_NETWORK_ERRORS as exc:
             log.info("could not read an interaction's original response: %s", exc)
             return None
         return message.content
@@ -409,7 +417,7 @@ async def post_note(replier: Replier, text: str, *, over_text: bool = False) -> 
     """Show a place-in-line (or restarting) note; a failure to do so is never fatal."""
     try:
         return await replier.placeholder(text, over_text=over_text)
-    except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+    except DISCORD_OR_NETWORK_ERRORS as exc:
         log.info("could not post a note (%s): %s", text, exc)
         return None
 
@@ -422,7 +430,7 @@ async def typing_in(channel: discord.abc.Messageable | None) -> AsyncIterator[No
         while True:
             try:
                 await where.typing()
-            except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            except DISCORD_OR_NETWORK_ERRORS as exc:
                 log.debug("typing indicator failed: %s", exc)
                 return
             await asyncio.sleep(8)

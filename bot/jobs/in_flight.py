@@ -1,7 +1,7 @@
 """A count of pieces of work between their start and their end, and a wait for none.
 
 Used by :class:`bot.jobs.Jobs` (questions between acceptance and reply) and
-:class:`bot.watch.Watcher` (watched messages between claim and last post),
+:class:`bot.moderation.watcher.Watcher` (watched messages between claim and last post),
 so a shutdown can wait for both.
 """
 

@@ -32,10 +32,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from bot.delivery import (
+from bot.engine.base import Answer, EngineError
+from bot.images import ImageError, PreparedImage
+from bot.jobs.delivery import (
     ORIGINAL,
     InteractionReplier,
     MessageReplier,
@@ -47,13 +49,12 @@ from bot.delivery import (
     replier_for,
     typing_in,
 )
-from bot.engine.base import Answer, EngineError
-from bot.images import ImageError, PreparedImage, check_declared_size
-from bot.in_flight import InFlight
-from bot.journal import Entry, Journal
+from bot.jobs.in_flight import InFlight
+from bot.jobs.journal import Entry, Journal
+from bot.jobs.spec import ImageSource, JobKind, JobSpec, Outcome
+from bot.jobs.streaming import CURSOR, ReplyStream
 from bot.queue import JobCancelled, JobHandle, Lane, QueueClosed, Refused, Reservation
 from bot.reply import BUSY_MARK, GAVE_UP, OUR_FAULT, WARN, friendly, parked_line, place_in_line, render_parts, split_text
-from bot.streaming import CURSOR, ReplyStream
 
 if TYPE_CHECKING:
     import aiohttp
@@ -63,66 +64,6 @@ if TYPE_CHECKING:
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-JobKind = Literal["message", "interaction", "channel"]
-Outcome = Literal["answered", "refused", "failed", "undeliverable", "parked", "gave_up"]
-
-
-@dataclass(frozen=True, slots=True)
-class ImageSource:
-    """An attachment to answer about (not downloaded yet)."""
-
-    url: str
-    filename: str
-    size: int | None
-    content_type: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobSpec:
-    """One accepted question about one image, as plain data (it goes into the journal).
-
-    ``kind`` says where the answer goes: ``message`` (a reply to
-    ``message_id`` in ``channel_id``), ``interaction`` (the response of a
-    deferred interaction, by ``application_id`` and ``token``) or
-    ``channel`` (a new message in ``channel_id`` starting with ``head``).
-    ``lane`` ``caption`` marks automatic captions: lower priority, their own
-    cap, and refusals go to the log, never to the channel.
-    """
-
-    kind: JobKind
-    channel_id: int
-    source: ImageSource
-    question: str | None
-    user_id: int | None
-    message_id: int | None = None
-    application_id: int | None = None
-    token: str | None = None
-    head: str = ""
-    show_place: bool = True
-    max_tokens: int | None = None
-    history: tuple[tuple[str, str], ...] = ()
-    label: str = ""
-    note: str = ""
-    lane: Lane = "question"
-    created: float = field(default_factory=time.time)
-    #: an interaction's id: its original response and follow-ups carry it (the replay finds them by it)
-    interaction_id: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["history"] = [list(turn) for turn in self.history]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> JobSpec:
-        data = dict(data)
-        data["source"] = ImageSource(**data["source"])
-        data["history"] = tuple(tuple(turn) for turn in data.get("history", ()))
-        if data.get("kind") not in ("message", "interaction", "channel"):
-            raise ValueError(f"unknown job kind {data.get('kind')!r}")
-        return cls(**data)
-
 
 @dataclass(slots=True)
 class _Step:
@@ -159,7 +100,6 @@ class Jobs:
         #: how questions ended: answered, refused, failed, undeliverable, parked, gave_up
         self.outcomes: Counter[str] = Counter()
         self._pending = InFlight()
-        self._downloads = asyncio.Semaphore(max(1, settings.queue.downloads))
         self._replay: asyncio.Task[None] | None = None
         #: takes a message journaled as "seen" by a killed process from the start again
         #: (set by the front end that reads messages; called with the message and its row)
@@ -216,7 +156,7 @@ class Jobs:
             if replayed:
                 reservation = await self._room(len(specs), first.lane)
             else:
-                reservation = self.runtime.queue.reserve(first.user_id, len(specs), lane=first.lane)
+                reservation = self.runtime.reserve(first.user_id, len(specs), lane=first.lane)
         except Refused as exc:
             await self._refuse(first, str(exc), started)
             await self._forget(seen if journaled is None else journaled)
@@ -441,25 +381,9 @@ class Jobs:
         return asyncio.create_task(active_when_started())
 
     async def _load_image(self, source: ImageSource) -> PreparedImage:
-        """Declared size first (never download an oversized file), then fetch, then prepare.
-
-        The download slot is held until the image is prepared, so at most
-        ``queue.downloads`` downloaded files wait in memory."""
-        from bot.fetch import fetch_bytes
-
-        limits = self.runtime.limits
-        check_declared_size(source.size, limits)
         if self.session is None:
             raise RuntimeError("Jobs has no HTTP session to download with")
-        async with self._downloads:
-            data = await fetch_bytes(
-                self.session,
-                source.url,
-                allowed_hosts=self.settings.images.allowed_hosts,
-                limits=limits,
-                timeout_s=self.settings.images.download_timeout_s,
-            )
-            return await self.runtime.prepare(data)
+        return await self.runtime.load(self.session, source.url, source.size, allowed_hosts=self.settings.images.allowed_hosts)
 
     # -- after a crash ----------------------------------------------------------------------
 
@@ -649,13 +573,9 @@ class Jobs:
 
     async def _room(self, count: int, lane: Lane) -> Reservation:
         """Wait for room in the queue for a replayed message's jobs (QueueClosed: the bot stops)."""
-        while True:
-            try:
-                return self.runtime.queue.reserve(None, count, lane=lane)
-            except QueueClosed:
-                raise
-            except Refused:
-                await asyncio.sleep(0.5)
+        reservation = await self.runtime.reserve_when_room(count, lane=lane)
+        assert reservation is not None  # no timeout: it waits until there is room
+        return reservation
 
     async def close(self) -> None:
         if self._replay is not None and not self._replay.done():

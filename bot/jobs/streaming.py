@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from bot.delivery import NETWORK_ERRORS, Replier
+from bot.jobs.delivery import DISCORD_OR_NETWORK_ERRORS, Replier
 from bot.reply import DISCORD_LIMIT, split_text
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class ReplyStream:
         except discord.NotFound:
             log.info("the reply was deleted while the answer streamed; the final text goes to a new one")
             self._closed = True  # no more edits: deliver() posts the answer anew
-        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+        except DISCORD_OR_NETWORK_ERRORS as exc:
             log.info("a streamed edit failed (the final text still follows): %s", exc)
         else:
             self._shown[index] = text

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.delivery import NO_MENTIONS
+from bot.jobs.delivery import NO_MENTIONS
 from bot.reply import friendly
 
 if TYPE_CHECKING:
     from bot.config import ModerationRule, ModerationSettings
-    from bot.moderation import ImageReport, Verdict, WatchedPost
+    from bot.moderation.checker import ImageReport, Verdict, WatchedPost
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,11 @@ class AlertView(discord.ui.View):
         super().__init__(timeout=None)
         self.settings = settings
         if buttons:
-            fine = discord.ui.Button(style=discord.ButtonStyle.success, label="Looks fine", custom_id=FINE_ID, emoji="✅")
+            fine: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.success, label="Looks fine", custom_id=FINE_ID, emoji="✅")
             fine.callback = self._fine  # type: ignore[method-assign]
             self.add_item(fine)
             if can_delete:
-                delete = discord.ui.Button(style=discord.ButtonStyle.danger, label="Delete message", custom_id=DELETE_ID, emoji="🗑️")
+                delete: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.danger, label="Delete message", custom_id=DELETE_ID, emoji="🗑️")
                 delete.callback = self._delete  # type: ignore[method-assign]
                 self.add_item(delete)
         if jump_url:
@@ -133,7 +133,7 @@ class AlertView(discord.ui.View):
         log.info("user %s pressed an alert button and is no moderator", interaction.user.id)
         return False
 
-    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:  # type: ignore[type-arg]
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[AlertView]) -> None:
         log.error("an alert button failed", exc_info=error)
         try:
             if not interaction.response.is_done():

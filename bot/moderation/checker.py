@@ -19,7 +19,6 @@ Plain data in, plain data out: nothing here imports discord.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -29,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine.base import Answer, EngineError
-from bot.images import ImageError, PreparedImage, check_declared_size
+from bot.images import ImageError, PreparedImage
 from bot.queue import JobCancelled, JobHandle, QueueClosed, Refused, Reservation
 
 if TYPE_CHECKING:
@@ -173,7 +172,6 @@ class Checker:
         self.settings = settings
         self.runtime = runtime
         self._session = session
-        self._downloads = asyncio.Semaphore(max(1, settings.queue.downloads))
         #: rule name -> answers received / answers that matched / answers that said neither yes nor no
         self.checks: Counter[str] = Counter()
         self.matches: Counter[str] = Counter()
@@ -250,16 +248,14 @@ class Checker:
         return batches
 
     async def _reserve(self, count: int, *, wait: bool, wait_s: float = 60.0) -> Reservation | None:
-        deadline = time.monotonic() + wait_s
-        while True:
+        if not wait:
             try:
-                return self.runtime.queue.reserve(None, count, lane="caption")
+                return self.runtime.reserve(None, count, lane="caption")
             except QueueClosed:
                 raise
             except Refused:
-                if not wait or time.monotonic() >= deadline:
-                    return None
-            await asyncio.sleep(0.5)
+                return None
+        return await self.runtime.reserve_when_room(count, lane="caption", timeout_s=wait_s)
 
     async def _run_batch(
         self,
@@ -324,16 +320,4 @@ class Checker:
 
     async def _load(self, image: WatchedImage) -> PreparedImage:
         """Declared size first, then the download (allowed hosts only), then preparation."""
-        from bot.fetch import fetch_bytes
-
-        limits = self.runtime.limits
-        check_declared_size(image.size, limits)
-        async with self._downloads:
-            data = await fetch_bytes(
-                self._session(),
-                image.url,
-                allowed_hosts=self.settings.images.allowed_hosts,
-                limits=limits,
-                timeout_s=self.settings.images.download_timeout_s,
-            )
-            return await self.runtime.prepare(data)
+        return await self.runtime.load(self._session(), image.url, image.size, allowed_hosts=self.settings.images.allowed_hosts)

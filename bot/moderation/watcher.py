@@ -10,7 +10,7 @@ For each message with images in a watched channel, once:
    in ``moderation.caption_channels``; a suggested alt text is replied in
    ``moderation.alt_text_channels`` for images without one; the captions are
    kept for ``/find`` (``moderation.keep_days``); each rule that matched
-   posts one alert (:mod:`bot.alerts`);
+   posts one alert (:mod:`bot.moderation.alerts`);
 4. each of those steps is recorded as it completes, and the claim is marked
    done at the end.  A bot stopped (or killed) before that checks the
    message again after its restart and skips the steps already recorded;
@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.alerts import AlertView, alert_embed, alert_mentions
-from bot.captions_store import CaptionRow, CaptionStore
-from bot.delivery import NETWORK_ERRORS, MessageReplier, deliver_safely, messageable, nonce_key, replier_for
-from bot.in_flight import InFlight
-from bot.jobs import ImageSource, JobSpec, log_job
-from bot.moderation import Checker, ImageReport, Verdict, WatchedPost
+from bot.jobs.delivery import NETWORK_ERRORS, MessageReplier, deliver_safely, messageable, nonce_key, replier_for
+from bot.jobs.in_flight import InFlight
+from bot.jobs.jobs import log_job
+from bot.jobs.spec import ImageSource, JobSpec
+from bot.moderation.alerts import AlertView, alert_embed, alert_mentions
+from bot.moderation.captions import CaptionRow, CaptionStore
+from bot.moderation.checker import Checker, ImageReport, Verdict, WatchedPost
 from bot.queue import QueueClosed
 from bot.reply import render_parts
 

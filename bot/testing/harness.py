@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.client import LlavaBot, make_bot, point_at
 from bot.config import load_settings
-from bot.journal import Journal
+from bot.jobs.journal import Journal
 from bot.runtime import Runtime
 from bot.testing.fake_discord import FakeDiscord
 

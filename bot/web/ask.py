@@ -128,7 +128,7 @@ class AskHandler:
     async def _answer(self, request: web.Request, stream: EventStream) -> None:
         who = client_id(request)
         try:
-            reservation = self.runtime.queue.reserve(who, 1)  # before anything is read
+            reservation = self.runtime.reserve(who, 1)  # before anything is read
         except Refused as exc:  # queue full, too many from this client, stopping
             await self._error(stream, str(exc), who)
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.alerts import AlertView
+from bot.moderation.alerts import AlertView
 from cogs.moderation.search import Search
 from cogs.moderation.watch import Moderation
 

@@ -12,9 +12,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.alerts import may_moderate
-from bot.captions_store import CaptionRow, match_expression
-from bot.delivery import NO_MENTIONS
+from bot.jobs.delivery import NO_MENTIONS
+from bot.moderation.alerts import may_moderate
+from bot.moderation.captions import CaptionRow, match_expression
 from bot.reply import DISCORD_LIMIT, friendly
 
 if TYPE_CHECKING:

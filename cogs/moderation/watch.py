@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.moderation import WatchedImage, WatchedPost
+from bot.moderation.checker import WatchedImage, WatchedPost
 from cogs.policy import channel_ids
 from cogs.reading import addressed_to, image_attachments
 

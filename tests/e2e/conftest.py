@@ -1,11 +1,13 @@
 """The local fake Discord, and llava-bot (real discord.py client, real engine on
-the tiny model) running against it."""
+the tiny model) running against it; every test under tests/e2e/ is marked ``e2e``.
+Plain helpers are in tests/e2e/helpers.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -13,8 +15,17 @@ import discord.gateway
 import discord.http
 import pytest
 import yarl
+from discord.ext import commands
 
 from bot.testing.fake_discord import FakeDiscord
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture
@@ -45,9 +56,33 @@ async def llava(fake: FakeDiscord, tiny_pair, monkeypatch: pytest.MonkeyPatch, t
         yield start
 
 
-async def settle(seconds: float = 0.3) -> None:
-    """Give the bot a moment to (not) react: used only to show that nothing more happens."""
-    await asyncio.sleep(seconds)
-
-
 Starter = Callable[..., Awaitable[tuple[Any, Any]]]
+
+
+@pytest.fixture
+async def run_bot(fake: FakeDiscord):
+    """Start plain discord.py bots against the fake; wait for on_ready; close them afterwards."""
+    running: list[tuple[commands.Bot, asyncio.Task | None]] = []
+
+    async def start(bot: commands.Bot) -> commands.Bot:
+        running.append((bot, None))
+        await bot.login(fake.token)  # REST login first: wait_until_ready() needs it
+        task = asyncio.create_task(bot.connect())
+        running[-1] = (bot, task)
+        ready = asyncio.create_task(bot.wait_until_ready())
+        done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()  # raises the login/connect error
+            raise AssertionError("bot stopped before ready")
+        if ready not in done:
+            ready.cancel()
+            raise AssertionError("bot not ready within 10 s")
+        return bot
+
+    yield start
+    for bot, task in running:
+        await bot.close()
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5)

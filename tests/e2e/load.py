@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 
 from bot.testing.fake_discord import BOT_ID, GENERAL_ID, FakeDiscord
 from bot.testing.harness import running_bot
+from tests.e2e.helpers import settled
 from tests.e2e.odd_images import CASES
 
 FIRST_USER_ID = 100_000
@@ -127,7 +128,7 @@ async def run_load(
             msg = await fake.user_message(user, GENERAL_ID, f"<@{BOT_ID}> what is this?", attachments=[att], mentions_bot=True)
             asked.append(msg["id"])
 
-        def settled() -> bool:
+        def all_done() -> bool:
             per_q, latest = final_contents(fake)
             return (
                 bot.jobs_in_flight == 0
@@ -135,9 +136,9 @@ async def run_load(
                 and not any(c.startswith("⏳") for c in latest.values())
             )
 
-        await fake.wait_until(settled, timeout=600, what="every question answered or refused")
+        await fake.wait_until(all_done, timeout=600, what="every question answered or refused")
         elapsed = time.perf_counter() - started
-        await asyncio.sleep(0.5)  # let any duplicate show itself
+        await settled(fake, bot)  # let any duplicate show itself
         rss_after = rss_mb()
         served = runtime.queue.stats().served
         per_q, _ = final_contents(fake)

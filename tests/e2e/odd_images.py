@@ -11,7 +11,7 @@ import zlib
 
 from PIL import Image
 
-from tests.conftest import jpeg_bytes, picture
+from tests.helpers import jpeg_bytes, picture
 
 
 def encode(im: Image.Image, fmt: str, **params) -> bytes:

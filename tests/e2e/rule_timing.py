@@ -19,9 +19,9 @@ from pathlib import Path
 
 from bot.config import load_settings
 from bot.engine.tiny import BENCH, TINY, ensure_model_pair
-from bot.moderation import Checker, WatchedImage, WatchedPost
+from bot.moderation.checker import Checker, WatchedImage, WatchedPost
 from bot.runtime import Runtime
-from tests.conftest import jpeg_bytes, picture
+from tests.helpers import jpeg_bytes, picture
 
 RULES = [
     {"name": f"rule{i}", "question": q}

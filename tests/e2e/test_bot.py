@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 
 import pytest
 
@@ -22,10 +21,9 @@ from bot.testing.fake_discord import (
     OWNER_ID,
     FakeDiscord,
 )
-from tests.conftest import jpeg_bytes, picture
-from tests.e2e.conftest import settle
+from tests.e2e.helpers import FOOTER, assert_no_pings, hold_engine, record_requests, ref, settled
+from tests.helpers import jpeg_bytes, picture
 
-FOOTER = re.compile(r"\n-# ⏱ queue \d+\.\d\d s · image \d+\.\d\d s · prompt \d+\.\d\d s · \d+ tok @ [\d.]+ tok/s · total \d+\.\d\d s$")
 CAROL_ID = 4
 
 
@@ -33,45 +31,6 @@ def png_bytes() -> bytes:
     buf = io.BytesIO()
     picture(colour=(20, 220, 20)).save(buf, "PNG")
     return buf.getvalue()
-
-
-def record_requests(runtime) -> list:
-    """Keep every VisionRequest the bot submits (the queue and engine still run)."""
-    seen = []
-    original = runtime.submit
-
-    def submit(request, user_id=None, **kw):
-        seen.append(request)
-        return original(request, user_id, **kw)
-
-    runtime.submit = submit
-    return seen
-
-
-def hold_engine(runtime) -> threading.Event:
-    """Make the engine wait for the returned event before each answer."""
-    gate = threading.Event()
-    engine = runtime.engine
-    original = engine.generate
-
-    def generate(request, **kw):
-        gate.wait(10)
-        return original(request, **kw)
-
-    engine.generate = generate
-    return gate
-
-
-def ref(record: dict) -> str | None:
-    """The id of the message a sent message replies to, as a string."""
-    reference = record.get("message_reference")
-    return str(reference["message_id"]) if reference else None
-
-
-def assert_no_pings(record: dict) -> None:
-    allowed = record["allowed_mentions"]
-    assert allowed["parse"] == [] and not allowed.get("replied_user") and not allowed.get("users") and not allowed.get("roles")
-    assert record["mentions"] == [] and record["mention_roles"] == [] and not record["mention_everyone"]
 
 
 async def test_mention_with_an_image_gets_one_reply_with_the_footer(fake: FakeDiscord, llava) -> None:
@@ -83,7 +42,7 @@ async def test_mention_with_an_image_gets_one_reply_with_the_footer(fake: FakeDi
     assert FOOTER.search(reply["content"]), reply["content"]
     assert_no_pings(reply)
     assert fake.typing  # "typing…" while the job ran
-    await settle()
+    await settled(fake, bot)
     assert len(fake.created_in(GENERAL_ID)) == 1  # the bot ignored its own echo
     assert runtime.queue.stats().served == 1
 
@@ -113,7 +72,7 @@ async def test_mention_in_a_reply_to_someone_elses_image(fake: FakeDiscord, llav
     seen = record_requests(runtime)
     att = fake.add_attachment("dog.jpg", jpeg_bytes(picture(colour=(250, 250, 0))))
     posted = await fake.user_message(BOB_ID, GENERAL_ID, "look at my dog", attachments=[att])
-    await settle(0.2)
+    await settled(fake, bot)
     assert fake.created_in(GENERAL_ID) == []  # not addressed to the bot
     ask = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what breed?", mentions_bot=True, reference_message_id=posted["id"])
     reply = await fake.wait_for_final(lambda s: s["channel_id"] == GENERAL_ID)
@@ -170,7 +129,7 @@ async def test_moderation_channel_images_get_captions(fake: FakeDiscord, llava, 
         record = await fake.wait_for_final(lambda s: s["channel_id"] == MOD_LOG_ID)
         assert f"/channels/{fake.guild['id']}/{CAPTIONS_ID}/{posted['id']}" in record["content"]
         assert "meme.jpg" in record["content"]
-        await settle(0.2)
+        await settled(fake, bot)
         assert fake.created_in(CAPTIONS_ID) == []
     else:
         record = await fake.wait_for_final(lambda s: s["channel_id"] == CAPTIONS_ID)
@@ -180,7 +139,7 @@ async def test_moderation_channel_images_get_captions(fake: FakeDiscord, llava, 
     # an image posted elsewhere is not captioned
     other = fake.add_attachment("x.jpg", jpeg_bytes())
     await fake.user_message(BOB_ID, GENERAL_ID, "", attachments=[other])
-    await settle(0.2)
+    await settled(fake, bot)
     assert fake.created_in(GENERAL_ID) == [] and fake.downloads_of(other) == []
 
 
@@ -257,7 +216,7 @@ async def test_messages_from_bots_are_ignored(fake: FakeDiscord, llava) -> None:
     bot, runtime = await llava()
     att = fake.add_attachment("bot.jpg", jpeg_bytes())
     await fake.user_message(OTHER_BOT_ID, GENERAL_ID, f"<@{BOT_ID}> describe", attachments=[att], mentions_bot=True)
-    await settle(0.4)
+    await settled(fake, bot)
     assert fake.sent == [] and fake.downloads_of(att) == []
 
 
@@ -273,7 +232,7 @@ async def test_direct_messages_can_be_turned_off(fake: FakeDiscord, llava) -> No
     bot, runtime = await llava(discord={"dm": False})
     att = fake.add_attachment("dm.jpg", jpeg_bytes(), channel_id=DM_CHANNEL_ID)
     await fake.user_message(ALICE_ID, DM_CHANNEL_ID, "what is this?", attachments=[att])
-    await settle(0.4)
+    await settled(fake, bot)
     assert fake.sent == []
 
 
@@ -288,8 +247,7 @@ async def test_allowed_channels_and_several_images(fake: FakeDiscord, llava) -> 
     atts = [fake.add_attachment(f"{i}.jpg", jpeg_bytes(picture(colour=(i * 60, 0, 0)))) for i in range(3)]
     msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> compare", attachments=atts, mentions_bot=True)
     await fake.wait_until(lambda: len(fake.created_in(GENERAL_ID)) == 2)
-    await fake.wait_until(lambda: bot.jobs_in_flight == 0)
-    await settle(0.3)
+    await settled(fake, bot)
     replies = [{**r, "content": fake.messages[r["id"]]["content"]} for r in fake.created_in(GENERAL_ID)]  # as they ended
     assert len(replies) == 2
     assert replies[0]["content"].startswith("**Image 1 of 2** (0.jpg)")

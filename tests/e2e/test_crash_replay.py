@@ -13,12 +13,15 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
-from bot.streaming import CURSOR
+import pytest
+
+from bot.jobs.streaming import CURSOR
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
-from bot.testing.slow_engine import SlowEngine
-from tests.conftest import jpeg_bytes
-from tests.e2e.test_bot import ref
-from tests.e2e.test_restart import journal_rows, start_bot, write_config
+from tests.e2e.helpers import journal_rows, ref, settled, start_bot, write_config
+from tests.fakes.slow_engine import SlowEngine
+from tests.helpers import jpeg_bytes
+
+pytestmark = pytest.mark.slow  # `llava-bot run` killed -9 and restarted
 
 FOOTER_MARK = "-# ⏱ queue"
 
@@ -80,7 +83,7 @@ async def test_kill_mid_message_then_restart_under_traffic_answers_each_question
             everyone = [three, waiting, *fresh]
             await fake.wait_until(lambda: all(answered(fake, m["id"]) for m in everyone), timeout=60, what="every question answered")
             await fake.wait_until(lambda: journal_rows(journal) == 0, what="journal emptied")
-            await asyncio.sleep(0.5)
+            await settled(fake)
             # exactly one reply each (the waiting one's old note became its answer), three for the 3-image message
             counts = Counter(ref(s) for s in fake.sent if s["via"] == "channel")
             assert counts[str(three["id"])] == 3

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.jobs.streaming import CURSOR
 from bot.reply import BUSY_MARK
-from bot.streaming import CURSOR
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
-from bot.testing.slow_engine import SlowEngine
-from tests.conftest import jpeg_bytes
-from tests.e2e.test_jobs import slow_settings
-from tests.e2e.test_restart import journal_rows, start_bot, write_config
+from tests.e2e.helpers import journal_rows, settled, slow_settings, start_bot, write_config
+from tests.fakes.slow_engine import SlowEngine
+from tests.helpers import jpeg_bytes
 
 CREATE = r"/channels/\d+/messages$"
 EDIT = r"/channels/\d+/messages/\d+$"
@@ -63,6 +62,7 @@ async def ask(fake: FakeDiscord, user: int = ALICE_ID, name: str = "a.jpg") -> d
 
 
 @pytest.mark.parametrize("nonces", ["honoured", "ignored"])
+@pytest.mark.slow
 async def test_the_note_and_the_first_streamed_words_are_one_message(fake: FakeDiscord, llava, nonces: str) -> None:
     """The note's create is slow to come back while the job starts and streams:
     the stream waits for that create and edits the note, it never posts beside it.
@@ -70,7 +70,7 @@ async def test_the_note_and_the_first_streamed_words_are_one_message(fake: FakeD
     create of part 0 gets the note back); "ignored" is a server without nonces."""
     fake.honour_nonces = nonces == "honoured"
     async with SlowEngine(tokens=6, delay_s=0.05) as server:
-        await llava(**slow_settings(server), discord={"stream_edit_s": 0.5})
+        bot, _ = await llava(**slow_settings(server), discord={"stream_edit_s": 0.5})
         server.hold()
         first = await ask(fake)
         await server.wait_holding(1)
@@ -81,19 +81,20 @@ async def test_the_note_and_the_first_streamed_words_are_one_message(fake: FakeD
         assert replies_now(fake, second)[0]["content"].startswith(BUSY_MARK)
         server.release()  # the first answer ends, the second starts and streams at once
         await fake.wait_until(lambda: final(fake, first) and final(fake, second), timeout=20, what="both answered")
-        await asyncio.sleep(0.3)
+        await settled(fake, bot)
         assert_one_final_reply(fake, first)
         assert_one_final_reply(fake, second)
 
 
+@pytest.mark.slow
 async def test_a_burst_with_streaming_leaves_no_note_beside_an_answer(fake: FakeDiscord, llava) -> None:
     """Forty questions at once against a slow engine, streaming on: each ends as one final message."""
     async with SlowEngine(tokens=4, delay_s=0.01) as server:
-        await llava(**slow_settings(server), queue={"per_user": 50, "per_user_per_minute": 0, "max_size": 64},
+        bot, _ = await llava(**slow_settings(server), queue={"per_user": 50, "per_user_per_minute": 0, "max_size": 64},
                     discord={"stream_edit_s": 0.5})
         questions = [await ask(fake, ALICE_ID, f"q{i}.jpg") for i in range(40)]
         await fake.wait_until(lambda: all(final(fake, q) for q in questions), timeout=60, what="every question answered")
-        await asyncio.sleep(0.5)
+        await settled(fake, bot)
         for q in questions:
             assert_one_final_reply(fake, q)
 
@@ -101,11 +102,11 @@ async def test_a_burst_with_streaming_leaves_no_note_beside_an_answer(fake: Fake
 async def test_a_create_whose_answer_is_lost_is_not_posted_twice(fake: FakeDiscord, llava) -> None:
     """The reply's create lands but the connection drops before its answer: the retry
     carries the same nonce, and Discord answers it with the message already made."""
-    await llava()
+    bot, _ = await llava()
     fake.drop_response_next("POST", CREATE)
     question = await ask(fake)
     await fake.wait_until(lambda: final(fake, question), timeout=20, what="the answer")
-    await asyncio.sleep(0.3)
+    await settled(fake, bot)
     assert_one_final_reply(fake, question)
     assert len(fake.nonce_hits) == 1
     creates = [r for r in fake.requests if r.method == "POST" and r.path.endswith("/messages") and isinstance(r.json, dict)]
@@ -129,6 +130,7 @@ async def test_a_deleted_reply_is_posted_again_under_a_fresh_nonce(fake: FakeDis
 
 @pytest.mark.parametrize("nonce_memory", ["kept", "expired"])
 @pytest.mark.parametrize("moment", ["note", "first words", "final text", "second part"])
+@pytest.mark.slow
 async def test_kill_while_a_reply_request_is_unanswered_then_restart(
     fake: FakeDiscord, tmp_path: Path, tiny_pair, moment: str, nonce_memory: str
 ) -> None:
@@ -177,7 +179,7 @@ async def test_kill_while_a_reply_request_is_unanswered_then_restart(
             proc = await start_bot(config, fake)
             await fake.wait_until(lambda: all(final(fake, q) for q in questions), timeout=60, what="every question answered")
             await fake.wait_until(lambda: journal_rows(journal) == 0, what="journal emptied")
-            await asyncio.sleep(0.5)
+            await settled(fake)
             for q in questions:
                 if long_answer:
                     got = replies_now(fake, q)
@@ -203,6 +205,7 @@ def no_note_or_cursor_left(fake: FakeDiscord) -> bool:
     )
 
 
+@pytest.mark.slow
 async def test_kill_while_a_reply_chain_is_read_then_restart(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
     """A follow-up question (a reply to the bot's answer) is journaled as received before the
     bot reads its reply chain; killed while that read is in flight, the restarted bot reads the
@@ -229,7 +232,7 @@ async def test_kill_while_a_reply_chain_is_read_then_restart(fake: FakeDiscord, 
         proc = await start_bot(config, fake)
         await fake.wait_until(lambda: final(fake, follow_up), timeout=60, what="the follow-up answered")
         await fake.wait_until(lambda: journal_rows(journal) == 0, what="journal emptied")
-        await asyncio.sleep(0.5)
+        await settled(fake)
         assert_one_final_reply(fake, first)
         assert_one_final_reply(fake, follow_up)
     finally:
@@ -247,6 +250,7 @@ def interaction_messages(fake: FakeDiscord, it) -> list[dict]:
 
 
 @pytest.mark.parametrize("moment", ["final edit", "second part"])
+@pytest.mark.slow
 async def test_kill_at_a_slash_commands_reply_then_restart(fake: FakeDiscord, tmp_path: Path, tiny_pair, moment: str) -> None:
     """/ask killed while its final edit (PATCH @original) or its second part (a follow-up, which
     takes no nonce) has landed unanswered: the replay reads the channel, finds the responses by
@@ -280,7 +284,7 @@ async def test_kill_at_a_slash_commands_reply_then_restart(fake: FakeDiscord, tm
             fake.clear_failures()
             proc = await start_bot(config, fake)
             await fake.wait_until(lambda: journal_rows(journal) == 0, timeout=60, what="journal emptied")
-            await asyncio.sleep(0.5)
+            await settled(fake)
             got = interaction_messages(fake, it)
             assert len(got) == (2 if long_answer else 1), [m["content"][:40] for m in got]
             assert FOOTER_MARK in got[-1]["content"] and CURSOR not in got[0]["content"]

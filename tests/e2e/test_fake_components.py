@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, GENERAL_ID, FakeDiscord, Perm
 from bot.testing.fake_discord.ids import FLAG_EPHEMERAL
-from tests.e2e.test_fake_discord import JPEG, make_bot, run_bot, wait_for  # noqa: F401 (run_bot is a fixture)
+from tests.e2e.helpers import JPEG, make_bot, wait_for
 
 ROLE_ID = 1300
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import discord
@@ -30,52 +28,7 @@ from bot.testing.fake_discord import (
     FakeDiscord,
     Perm,
 )
-
-JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
-
-
-def make_bot() -> commands.Bot:
-    intents = discord.Intents.default()  # no members/presences: no chunking wait
-    intents.message_content = True
-    return commands.Bot(command_prefix="!", intents=intents, guild_ready_timeout=0.05)
-
-
-@pytest.fixture
-async def run_bot(fake: FakeDiscord):
-    """Start bots against the fake; wait for on_ready; close them afterwards."""
-    running: list[tuple[commands.Bot, asyncio.Task | None]] = []
-
-    async def start(bot: commands.Bot) -> commands.Bot:
-        running.append((bot, None))
-        await bot.login(fake.token)  # REST login first: wait_until_ready() needs it
-        task = asyncio.create_task(bot.connect())
-        running[-1] = (bot, task)
-        ready = asyncio.create_task(bot.wait_until_ready())
-        done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            ready.cancel()
-            task.result()  # raises the login/connect error
-            raise AssertionError("bot stopped before ready")
-        if ready not in done:
-            ready.cancel()
-            raise AssertionError("bot not ready within 10 s")
-        return bot
-
-    yield start
-    for bot, task in running:
-        await bot.close()
-        if task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 5)
-
-
-async def wait_for(cond: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := cond()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-    return value
+from tests.e2e.helpers import JPEG, make_bot, settled, wait_for
 
 
 async def test_login_ready_guild_and_heartbeats(fake: FakeDiscord, run_bot: Callable[..., Awaitable[commands.Bot]]):
@@ -168,7 +121,7 @@ async def test_on_message_with_attachment_reply(fake: FakeDiscord, run_bot: Call
     # the echo of the bot's reply reached on_message, as a reply, and was ignored
     echo = await wait_for(lambda: next((m for m in received if m.author.id == BOT_ID), None))
     assert echo.id == sent["id"] and echo.reference is not None and echo.reference.message_id == int(user_msg["id"])
-    await asyncio.sleep(0.1)
+    await settled(fake)  # the echo was ignored: nothing more is sent
     assert len(fake.sent) == 1
 
     # a reply to the bot's message carries the referenced message; a DM arrives on a DMChannel
@@ -363,6 +316,7 @@ async def test_user_edit_and_any_dispatch_reach_the_client(fake: FakeDiscord, ru
     assert channel.topic == "new topic"
 
 
+@pytest.mark.slow
 async def test_reconnect_and_invalid_sessions(fake: FakeDiscord, run_bot: Callable[..., Awaitable[commands.Bot]]):
     bot = make_bot()
     seen: list[str] = []

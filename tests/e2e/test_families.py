@@ -8,8 +8,8 @@ import contextlib
 import pytest
 
 from bot.testing.fake_discord import ALICE_ID, BOT_ID, GENERAL_ID, OWNER_ID, FakeDiscord
-from tests.conftest import jpeg_bytes, picture
-from tests.e2e.test_bot import FOOTER, ref
+from tests.e2e.helpers import FOOTER, ref
+from tests.helpers import jpeg_bytes, picture
 
 END_OF_TURN = {"gemma3": "<end_of_turn>", "qwen2.5vl": "<|im_end|>"}
 

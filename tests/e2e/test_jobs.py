@@ -22,21 +22,15 @@ import pytest
 from PIL import Image
 
 from bot.cli import _stop_gracefully
-from bot.journal import Journal
-from bot.streaming import CURSOR
+from bot.jobs.journal import Journal
+from bot.jobs.streaming import CURSOR
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, CAPTIONS_ID, DM_CHANNEL_ID, GENERAL_ID, OWNER_ID, FakeDiscord
-from bot.testing.slow_engine import SlowEngine, not_http_server
-from tests.conftest import jpeg_bytes
-from tests.e2e.conftest import settle
-from tests.e2e.test_bot import FOOTER, assert_no_pings, ref
+from tests.e2e.helpers import FOOTER, assert_no_pings, ref, settled, slow_settings
+from tests.fakes.slow_engine import SlowEngine, not_http_server
+from tests.helpers import jpeg_bytes
 
 SLOW_FOOTER = "-# ⏱ queue"
 GAVE_UP_LINE = "⚠️ I could not answer this one, sorry."
-
-
-def slow_settings(*servers: SlowEngine | str, **extra) -> dict:
-    urls = [s if isinstance(s, str) else s.url for s in servers]
-    return {"engines": [{"kind": "openai", "url": url, "name": f"engine-{i}", "timeout_s": 10} for i, url in enumerate(urls)], **extra}
 
 
 def answers_to(fake: FakeDiscord, message_id: int) -> list[dict]:
@@ -158,7 +152,7 @@ async def test_a_follow_up_about_image_2_of_3_pasted_images_is_about_that_image_
         assert current(fake, second["id"]).startswith("**Image 2 of 3**")
         follow = await fake.user_message(ALICE_ID, GENERAL_ID, "and what colour is it?", reference_message_id=second["id"])
         await fake.wait_until(lambda: len(answers_to(fake, follow["id"])) >= 1)
-        await settle(0.3)
+        await settled(fake, bot)
         assert len(answers_to(fake, follow["id"])) == 1  # one answer, not three
         body = server.bodies[-1]
         images = [p for m in body["messages"] if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image_url"]
@@ -218,6 +212,7 @@ async def test_a_network_error_while_replying_is_retried_then_the_answer_arrives
         assert journal_rows(tmp_path / "journal.sqlite3") == []
 
 
+@pytest.mark.slow
 async def test_a_reply_that_never_gets_through_ends_the_job_with_a_log_line(fake: FakeDiscord, llava, tmp_path, caplog) -> None:
     async with SlowEngine(tokens=2, delay_s=0.0) as server:
         bot, runtime = await llava(**slow_settings(server))
@@ -230,13 +225,14 @@ async def test_a_reply_that_never_gets_through_ends_the_job_with_a_log_line(fake
         assert journal_rows(tmp_path / "journal.sqlite3") == []
 
 
+@pytest.mark.slow
 async def test_an_interaction_that_expired_while_waiting_is_answered_in_the_channel(fake: FakeDiscord, llava, monkeypatch) -> None:
-    import bot.delivery
+    import bot.jobs.delivery
 
     async with SlowEngine(tokens=2, delay_s=0.0) as server:
         bot_, runtime = await llava(**slow_settings(server))
         server.hold()
-        monkeypatch.setattr(bot.delivery, "INTERACTION_TOKEN_LIFE_S", 1.0)
+        monkeypatch.setattr(bot.jobs.delivery, "INTERACTION_TOKEN_LIFE_S", 1.0)
         await fake.slash_command(BOB_ID, GENERAL_ID, "ask", {"image": fake.add_attachment("b.jpg", jpeg_bytes()), "question": "why?"})
         await server.wait_holding(1)
         await asyncio.sleep(1.1)  # the token is now "too old"
@@ -252,7 +248,7 @@ async def test_an_interaction_that_expired_while_waiting_is_answered_in_the_chan
 
 
 def spec_json(fake: FakeDiscord, message: dict, att: dict, **extra) -> dict:
-    from bot.jobs import ImageSource, JobSpec
+    from bot.jobs.spec import ImageSource, JobSpec
 
     source = ImageSource(att["url"], att["filename"], att["size"], att["content_type"])
     spec = JobSpec(kind="message", channel_id=GENERAL_ID, message_id=int(message["id"]), source=source, question="what?", user_id=ALICE_ID, **extra)
@@ -315,6 +311,7 @@ async def test_a_replayed_job_turns_its_old_note_into_the_answer(fake: FakeDisco
 # -- 11. shutdown within its bound ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_shutdown_stops_a_long_answer_in_time_and_answers_it_after_the_restart(fake: FakeDiscord, llava, tmp_path) -> None:
     async with SlowEngine(tokens=400, delay_s=0.05) as server:  # a 20-second answer
         bot, runtime = await llava(**slow_settings(server), generation={"max_tokens": 400, "max_tokens_limit": 400})
@@ -368,26 +365,6 @@ async def test_status_shows_engine_urls_to_admins_only(fake: FakeDiscord, llava)
         assert shown["data"]["flags"] & 64  # ephemeral
 
 
-@pytest.mark.parametrize("head_len", [0, 30])
-async def test_channel_answers_are_split_never_cut(head_len: int) -> None:
-    from bot.delivery import ChannelReplier
-    from bot.reply import split_text
-
-    class Channel:
-        def __init__(self) -> None:
-            self.sent: list[str] = []
-
-        async def send(self, text: str, **kw) -> None:
-            assert len(text) <= 2000
-            self.sent.append(text)
-
-    channel = Channel()
-    body = " ".join(f"w{i}" for i in range(1500))  # about 6,900 characters
-    await ChannelReplier(channel, "H" * head_len).deliver(split_text(body))  # type: ignore[arg-type]
-    joined = " ".join(channel.sent)
-    assert joined.split() == (["H" * head_len] if head_len else []) + body.split()
-
-
 async def test_parallel_slots_answer_several_members_each_once(fake: FakeDiscord, llava) -> None:
     """model.parallel = 4: the queue runs 4 consumers on the one engine, whose one
     decode thread batches their answers; every question still gets exactly one reply."""
@@ -401,7 +378,7 @@ async def test_parallel_slots_answer_several_members_each_once(fake: FakeDiscord
         asked.append(await fake.user_message(user, GENERAL_ID, f"<@{BOT_ID}> what is this?", attachments=[att], mentions_bot=True))
     for msg in asked:
         assert FOOTER.search(await final_reply(fake, msg["id"]))
-    await settle()
+    await settled(fake, bot)
     for msg in asked:
         assert len(texts(fake, msg["id"])) == 1  # one reply each (a place-in-line note became the answer)
     assert runtime.queue.stats().served == 6

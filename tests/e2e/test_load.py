@@ -10,6 +10,8 @@ import pytest
 from bot.testing.fake_discord import FakeDiscord
 from tests.e2e.load import run_load
 
+pytestmark = pytest.mark.slow  # 300 questions at once
+
 
 @pytest.mark.parametrize("corpus", ["plain", "odd"])
 async def test_every_question_gets_exactly_one_reply_under_load(fake: FakeDiscord, tiny_pair, tmp_path, capsys, corpus: str) -> None:

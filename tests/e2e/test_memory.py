@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from bot.testing.fake_discord import BOT_ID, GENERAL_ID, FakeDiscord
-from tests.e2e.test_bot import FOOTER, ref
-from tests.e2e.test_restart import start_bot, write_config
-from tests.test_image_pool import photo_like_png
+from tests.e2e.helpers import FOOTER, ref, start_bot, write_config
+from tests.helpers import photo_like_png
+
+pytestmark = pytest.mark.slow  # twelve 40 MP PNGs through `llava-bot run`
 
 
 def peak_rss_bytes(pid: int) -> int:

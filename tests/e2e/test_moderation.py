@@ -20,15 +20,15 @@ import pytest
 from PIL import Image
 from prometheus_client import generate_latest
 
-from bot.alerts import DELETE_ID, FINE_ID
 from bot.config import load_settings
 from bot.metrics import Metrics
+from bot.moderation.alerts import DELETE_ID, FINE_ID
 from bot.runtime import Runtime
-from bot.testing.colour_engine import PALETTE, ColourEngine
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, CAPTIONS_ID, GENERAL_ID, MOD_LOG_ID, FakeDiscord
 from bot.testing.fake_discord.ids import FLAG_EPHEMERAL
 from bot.testing.harness import deep_merge, running_bot
-from tests.e2e.conftest import settle
+from tests.e2e.helpers import settled
+from tests.fakes.colour_engine import PALETTE, ColourEngine
 
 CAROL_ID = 4  # a member with the "Helper" role: a moderator by moderation.moderator_roles only
 ALERT_ROLE_ID = 1201
@@ -142,7 +142,7 @@ async def test_a_rule_alerts_on_the_matching_image_only_with_its_one_role_mentio
 
     blue = await post_image(fake, "blue")
     await checked(bot, blue)
-    await settle(0.2)
+    await settled(fake, bot)
     assert len(alerts(fake)) == 1  # no alert for an image that matches nothing
     checker = bot.moderation.checker
     assert (checker.checks["red-things"], checker.matches["red-things"]) == (2, 1)
@@ -166,7 +166,7 @@ async def test_a_rule_without_a_role_mentions_nothing_and_rules_keep_to_their_ch
 
 
 async def test_a_failing_check_or_a_bad_file_is_logged_never_posted(fake: FakeDiscord, moderated, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="bot.moderation")
+    caplog.set_level(logging.INFO, logger="bot.moderation.checker")
     bot, runtime, engine = await moderated(ColourEngine(fail_on="yellow"))
     red = await post_image(fake, "red")
     await fake.wait_for_sent(lambda s: s["channel_id"] == MOD_LOG_ID)
@@ -175,7 +175,7 @@ async def test_a_failing_check_or_a_bad_file_is_logged_never_posted(fake: FakeDi
     broken = fake.add_attachment("broken.png", b"not a png at all", channel_id=GENERAL_ID)
     msg = await fake.user_message(BOB_ID, GENERAL_ID, "", attachments=[broken])
     await checked(bot, msg)
-    await settle(0.2)
+    await settled(fake, bot)
     assert len(fake.sent) == 1  # the one alert: no error line anywhere
     assert "broken.png not checked" in caplog.text
 
@@ -253,7 +253,7 @@ async def test_alt_text_only_where_missing_once_per_message(fake: FakeDiscord, m
     await checked(bot, described)
     # Discord delivers the first message again: still one reply
     await fake._delivered(fake._dispatch("MESSAGE_CREATE", fake._gateway_message(bare)), 5)
-    await settle(0.3)
+    await settled(fake, bot)
     assert len(fake.sent_to(CAPTIONS_ID)) == 1
     assert not any("alt text" in r.question.lower() and "factual" in r.question.lower() for r in engine.requests[4:])
 
@@ -352,7 +352,7 @@ async def test_a_restart_repeats_no_step_of_a_watched_image(fake: FakeDiscord, t
         red = await post_image(fake, "red", CAPTIONS_ID)
         await fake.wait_for_sent(lambda s: s["channel_id"] == MOD_LOG_ID)
         await fake.wait_until(lambda: len(store._db.execute("SELECT steps FROM mod_seen").fetchone()[0] or "") > 10, what="steps recorded")
-        await settle(0.3)
+        await settled(fake, bot)
         assert json.loads(store._db.execute("SELECT steps FROM mod_seen").fetchone()[0]) == ["alt", "alert:0:red-things"]
         monkeypatch.undo()
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
@@ -364,7 +364,7 @@ async def test_a_restart_repeats_no_step_of_a_watched_image(fake: FakeDiscord, t
     db.close()
     async with moderated_bot(fake, tiny_pair, tmp_path, ColourEngine()) as (bot, _):
         await checked(bot, red)
-        await settle(0.3)
+        await settled(fake, bot)
         assert len(fake.sent_to(CAPTIONS_ID)) == 1  # the alt text
         assert len({m["id"] for m in fake.messages.values() if int(m["channel_id"]) == MOD_LOG_ID}) == 1
         assert await bot.moderation.store.count() == 1

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,8 @@ import pytest
 from bot.client import ShardedLlavaBot
 from bot.metrics import Metrics
 from bot.testing.fake_discord import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord
-from tests.conftest import jpeg_bytes
-from tests.e2e.test_bot import FOOTER, ref
-from tests.e2e.test_restart import ROOT, write_config
-
-
-async def get(url: str) -> tuple[int, str]:
-    def fetch() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    return await asyncio.to_thread(fetch)
+from tests.e2e.helpers import FOOTER, ref, write_config
+from tests.helpers import ROOT, http_get, jpeg_bytes
 
 
 async def test_metrics_and_health(fake: FakeDiscord, llava) -> None:
@@ -36,12 +23,12 @@ async def test_metrics_and_health(fake: FakeDiscord, llava) -> None:
     metrics = Metrics(runtime, bot)
     port = await metrics.start("127.0.0.1", 0)
     try:
-        status, text = await get(f"http://127.0.0.1:{port}/healthz")
+        status, text = await http_get(f"http://127.0.0.1:{port}/healthz")
         assert (status, text.strip()) == (200, "ok")
         msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> hi", attachments=[fake.add_attachment("a.jpg", jpeg_bytes())], mentions_bot=True)
         await fake.wait_for_final(lambda s: ref(s) == msg["id"])
         await fake.wait_until(lambda: bot.jobs_in_flight == 0)
-        status, text = await get(f"http://127.0.0.1:{port}/metrics")
+        status, text = await http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         for line in (
             'llava_bot_jobs_total{outcome="answered"} 1.0',
@@ -55,25 +42,9 @@ async def test_metrics_and_health(fake: FakeDiscord, llava) -> None:
         ):
             assert line in text, line
         await bot.close()
-        status, text = await get(f"http://127.0.0.1:{port}/healthz")
+        status, text = await http_get(f"http://127.0.0.1:{port}/healthz")
         assert (status, text.strip()) == (503, "Discord gateway not connected")
     finally:
-        await metrics.stop()
-
-
-async def test_health_is_503_until_the_model_is_loaded(tiny_pair) -> None:
-    from bot.config import load_settings
-    from bot.runtime import Runtime
-
-    runtime = Runtime(load_settings(overrides={"model": {"path": str(tiny_pair[0]), "mmproj": str(tiny_pair[1]), "n_gpu_layers": 0}}))
-    metrics = Metrics(runtime)
-    port = await metrics.start("127.0.0.1", 0)
-    try:
-        assert await get(f"http://127.0.0.1:{port}/healthz") == (503, "model not loaded\n")
-        await runtime.start()
-        assert (await get(f"http://127.0.0.1:{port}/healthz"))[0] == 200
-    finally:
-        await runtime.close()
         await metrics.stop()
 
 
@@ -88,6 +59,7 @@ async def test_sharded_bot_answers(fake: FakeDiscord, llava, shards) -> None:
         assert fake.requests_to("GET", r"^/gateway/bot$")
 
 
+@pytest.mark.slow
 async def test_json_logs_one_line_per_job_without_content(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
     config = write_config(tmp_path / "bot.toml", fake, tiny_pair, tmp_path / "journal.sqlite3")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": fake.token, "LLAVA_BOT_LOG_FORMAT": "json"}

@@ -17,10 +17,9 @@ import pytest
 from bot.cli import RESTARTING, _stop_gracefully
 from bot.reply import TIMEOUT_MARK, parked_line
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
-from tests.conftest import jpeg_bytes
-from tests.e2e.conftest import settle
+from tests.e2e.helpers import FOOTER, assert_no_pings, hold_engine, record_requests, ref, settled
 from tests.e2e.odd_images import CASES
-from tests.e2e.test_bot import FOOTER, assert_no_pings, hold_engine, record_requests, ref
+from tests.helpers import jpeg_bytes
 
 CAROL_ID = 4
 
@@ -52,7 +51,7 @@ async def test_bad_input_gets_its_line_and_the_next_job_still_works(fake: FakeDi
         assert_no_pings(reply)
         good = await ask(fake, fake.add_attachment("good.jpg", jpeg_bytes()))
         assert FOOTER.search(good["content"]), f"the job after {name} failed"
-    await settle(0.2)
+    await settled(fake, bot)
     # exactly one reply per question
     assert len(fake.created_in(GENERAL_ID)) == 2 * len(CASES)
     assert await bot.journal.count() == 0
@@ -119,14 +118,14 @@ async def test_gateway_drop_and_resume_while_a_job_runs(fake: FakeDiscord, llava
     assert fake.identifies == 1
 
 
-@pytest.mark.parametrize("status", [429, 500, 502])
+@pytest.mark.parametrize("status", [429, pytest.param(500, marks=pytest.mark.slow), pytest.param(502, marks=pytest.mark.slow)])
 async def test_rate_limits_and_server_errors_on_send_are_retried(fake: FakeDiscord, llava, status: int) -> None:
     bot, runtime = await llava()
     rule = fake.fail_next("POST", r"^/channels/\d+/messages$", status, times=1, retry_after=0.1 if status == 429 else None)
     reply = await ask(fake, fake.add_attachment("a.jpg", jpeg_bytes()))
     assert rule.hits == 1
     assert FOOTER.search(reply["content"])
-    await settle(0.2)
+    await settled(fake, bot)
     assert len(fake.created_in(GENERAL_ID)) == 1
 
 

@@ -17,7 +17,7 @@ import pytest
 from bot.config import load_settings
 from bot.engine.openai import OpenAIEngine
 from bot.runtime import Runtime
-from tests.conftest import jpeg_bytes, picture
+from tests.helpers import jpeg_bytes, picture
 
 pytest.importorskip("uvicorn", reason="needs llama-cpp-python[server] (in the test extra)")
 
@@ -93,6 +93,7 @@ def remote_settings(ports):
     )
 
 
+@pytest.mark.slow
 async def test_one_engine_answers_with_timings(servers) -> None:
     (port, _), _ = servers
     engine = OpenAIEngine(f"http://127.0.0.1:{port}/v1")
@@ -110,6 +111,7 @@ async def test_one_engine_answers_with_timings(servers) -> None:
     assert engine.probe() is True
 
 
+@pytest.mark.slow
 async def test_questions_are_answered_through_both_and_a_killed_server_loses_no_job(servers, tiny_pair) -> None:
     ports = [port for port, _ in servers]
     runtime = Runtime(remote_settings(ports))
@@ -134,6 +136,7 @@ async def test_questions_are_answered_through_both_and_a_killed_server_loses_no_
         await runtime.close()
 
 
+@pytest.mark.slow
 async def test_a_question_the_server_fails_on_fails_that_job_only(servers) -> None:
     """llama-cpp-python's server swallows the error of an undecodable image into an empty 200 stream."""
     port = servers[1][0]
@@ -157,9 +160,10 @@ async def test_an_unreachable_server_is_an_endpoint_down() -> None:
     assert engine.probe() is False
 
 
+@pytest.mark.slow
 async def test_through_the_bot_a_killed_server_loses_no_question(servers, fake, llava) -> None:
     from bot.testing.fake_discord import BOT_ID, GENERAL_ID
-    from tests.e2e.test_bot import FOOTER, ref
+    from tests.e2e.helpers import FOOTER, ref
 
     ports = [port for port, _ in servers]
     bot, runtime = await llava(

@@ -6,51 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, FakeDiscord
-from tests.conftest import jpeg_bytes
-from tests.e2e.test_bot import FOOTER, ref
+from tests.e2e.helpers import FOOTER, journal_rows, ref, settled, start_bot, write_config
+from tests.helpers import ROOT, jpeg_bytes
 
-ROOT = Path(__file__).parents[2]
-
-
-def write_config(path: Path, fake: FakeDiscord, tiny_pair, journal: Path) -> Path:
-    path.write_text(
-        f"""
-[model]
-path = "{tiny_pair[0]}"
-mmproj = "{tiny_pair[1]}"
-n_ctx = 2048
-[generation]
-max_tokens = 12
-[images]
-allowed_hosts = ["127.0.0.1:{fake.port}"]
-[state]
-path = "{journal}"
-[discord]
-api_base = "{fake.api_base}"
-gateway_url = "{fake.gateway_url}"
-"""
-    )
-    return path
-
-
-async def start_bot(config: Path, fake: FakeDiscord, *extra: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": fake.token}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "--config", str(config), *extra,
-        cwd=config.parent, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    connects = fake.identifies + fake.resumes
-    await fake.wait_until(lambda: fake.identifies + fake.resumes > connects and fake.connected, timeout=60, what="bot connected")
-    return proc
-
-
-def journal_rows(path: Path) -> int:
-    return sqlite3.connect(path).execute("SELECT count(*) FROM jobs").fetchone()[0]
+pytestmark = pytest.mark.slow  # `llava-bot run` processes, killed and restarted
 
 
 async def test_sigterm_stops_cleanly(fake: FakeDiscord, tmp_path: Path, tiny_pair) -> None:
@@ -90,7 +55,7 @@ async def test_jobs_accepted_before_a_kill_are_answered_after_the_restart(fake: 
         follow = await fake.wait_for_sent(lambda s: s.get("interaction_id") == inter.id and "⏱" in s["content"], timeout=30)
         assert FOOTER.search(follow["content"])
         await fake.wait_until(lambda: journal_rows(journal) == 0, what="journal emptied")
-        await asyncio.sleep(0.3)
+        await settled(fake)
         # one message per job (a place-in-line note is edited into its answer, not added)
         assert len({s["id"] for s in fake.sent}) == 2
     finally:

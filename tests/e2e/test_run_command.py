@@ -8,9 +8,13 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
+
 from bot.testing.fake_discord import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord
-from tests.conftest import jpeg_bytes
-from tests.e2e.test_restart import start_bot, write_config
+from tests.e2e.helpers import start_bot, write_config
+from tests.helpers import jpeg_bytes
+
+pytestmark = pytest.mark.slow  # a `llava-bot run` process
 
 FOOTER = re.compile(r"\n-# ⏱ queue .* tok/s · total \d+\.\d\d s$")
 

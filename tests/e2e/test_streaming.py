@@ -8,13 +8,12 @@ from __future__ import annotations
 import pytest
 
 from bot.engine.base import EngineError
+from bot.jobs.streaming import CURSOR
 from bot.reply import TIMEOUT_MARK
-from bot.streaming import CURSOR, partial_parts
 from bot.testing.fake_discord import ALICE_ID, BOB_ID, BOT_ID, CAPTIONS_ID, GENERAL_ID, MOD_LOG_ID, FakeDiscord
-from bot.testing.slow_engine import SlowEngine, word_text
-from tests.conftest import jpeg_bytes
-from tests.e2e.test_bot import FOOTER, assert_no_pings, ref
-from tests.e2e.test_jobs import slow_settings
+from tests.e2e.helpers import FOOTER, assert_no_pings, ref, slow_settings
+from tests.fakes.slow_engine import SlowEngine, word_text
+from tests.helpers import jpeg_bytes
 
 EVERY_S = 0.5
 
@@ -38,6 +37,7 @@ async def ask(fake: FakeDiscord, user: int = ALICE_ID) -> dict:
     return await fake.user_message(user, GENERAL_ID, f"<@{BOT_ID}> describe it", attachments=[att], mentions_bot=True)
 
 
+@pytest.mark.slow
 async def test_the_reply_grows_at_most_once_per_interval_and_ends_with_the_footer(fake: FakeDiscord, llava) -> None:
     async with SlowEngine(tokens=24, delay_s=0.1) as server:  # 2.4 s of tokens
         bot, runtime = await llava(**streaming(server))
@@ -57,6 +57,7 @@ async def test_the_reply_grows_at_most_once_per_interval_and_ends_with_the_foote
         assert_no_pings(final)
 
 
+@pytest.mark.slow
 async def test_a_long_answer_continues_in_a_new_message_on_whole_words(fake: FakeDiscord, llava) -> None:
     async with SlowEngine(tokens=400, delay_s=0.004) as server:  # about 3,100 characters
         bot, runtime = await llava(**streaming(server))
@@ -72,6 +73,7 @@ async def test_a_long_answer_continues_in_a_new_message_on_whole_words(fake: Fak
         assert FOOTER.search(final[-1])
 
 
+@pytest.mark.slow
 async def test_a_time_limit_mid_answer_leaves_the_partial_text_marked_without_a_cursor(fake: FakeDiscord, llava) -> None:
     async with SlowEngine(tokens=100, delay_s=0.05) as server:
         bot, runtime = await llava(**streaming(server, generation={"max_tokens": 500, "max_tokens_limit": 500, "timeout_s": 1.2}))
@@ -82,6 +84,7 @@ async def test_a_time_limit_mid_answer_leaves_the_partial_text_marked_without_a_
         assert final["content"].startswith("word1 word2")
 
 
+@pytest.mark.slow
 async def test_an_engine_failure_mid_answer_keeps_the_text_and_adds_the_reason(fake: FakeDiscord, llava) -> None:
     async with SlowEngine(tokens=2, delay_s=0.0) as server:
         bot, runtime = await llava(**streaming(server))
@@ -103,6 +106,7 @@ async def test_an_engine_failure_mid_answer_keeps_the_text_and_adds_the_reason(f
 
 
 @pytest.mark.parametrize("status", [404, 429])
+@pytest.mark.slow
 async def test_failing_edits_never_slow_the_answer_and_the_final_text_still_arrives(fake: FakeDiscord, llava, status) -> None:
     async with SlowEngine(tokens=16, delay_s=0.1) as server:
         bot, runtime = await llava(**streaming(server))
@@ -129,6 +133,7 @@ async def test_failing_edits_never_slow_the_answer_and_the_final_text_still_arri
             assert len([s for s in fake.sent if ref(s) == str(msg["id"])]) == 2
 
 
+@pytest.mark.slow
 async def test_slash_ask_streams_into_its_original_response(fake: FakeDiscord, llava) -> None:
     async with SlowEngine(tokens=12, delay_s=0.1) as server:
         bot, runtime = await llava(**streaming(server))
@@ -147,11 +152,3 @@ async def test_captions_in_the_log_channel_post_only_the_final_text(fake: FakeDi
         caption = await fake.wait_for_sent(lambda s: s["channel_id"] == MOD_LOG_ID, timeout=15)
         await fake.wait_until(lambda: bot.jobs_in_flight == 0)
         assert FOOTER.search(caption["content"]) and len(history_of(fake, caption["id"])) == 1  # no edits
-
-
-def test_partial_parts_split_like_the_final_text() -> None:
-    text = " ".join(f"w{i}" for i in range(700))
-    parts = partial_parts(text, "**Image 1 of 2** (a.png)")
-    assert parts[0].startswith("**Image 1 of 2** (a.png)\nw0 w1")
-    assert all(len(p) <= 2000 for p in parts) and parts[-1].endswith(CURSOR)
-    assert " ".join(parts).removesuffix(CURSOR).split()[5:] == text.split()

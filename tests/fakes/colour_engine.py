@@ -33,7 +33,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from bot.engine.base import Answer, EngineInfo, StageTimings, VisionRequest
-from bot.moderation import RULE_SUFFIX
+from bot.moderation.checker import RULE_SUFFIX
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),

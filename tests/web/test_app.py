@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.reply import CONVERSATION_EXPIRED, WEB_BAD_MAX_TOKENS, WEB_NO_IMAGE, WEB_NOT_A_FORM, friendly
-from bot.testing.slow_engine import SlowEngine, word_text
-from tests.conftest import jpeg_bytes
+from tests.fakes.slow_engine import SlowEngine, word_text
+from tests.helpers import jpeg_bytes
 from tests.web.helpers import FOOTER, all_events, answer_part, form, iter_events
 
 NOT_AN_IMAGE = "⚠️ That file is not an image."

@@ -20,9 +20,11 @@ import pytest
 
 from bot.config import load_settings
 from bot.runtime import Runtime
-from bot.testing.slow_engine import SlowEngine, word_text
+from tests.fakes.slow_engine import SlowEngine, word_text
 from tests.web.browser_support import ScriptedEngine, ServedPlayground, chromium, require_browser
 from tests.web.helpers import FOOTER
+
+pytestmark = pytest.mark.browser  # a real headless Chromium
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "bot" / "assets" / "example.jpg"

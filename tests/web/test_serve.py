@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from bot.testing.fake_discord import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord
-from tests.conftest import jpeg_bytes
+from tests.helpers import jpeg_bytes
 from tests.web.helpers import FOOTER, all_events, form
 
 ROOT = Path(__file__).parents[2]
@@ -82,6 +82,7 @@ async def spawn(tmp_path: Path) -> AsyncIterator:
             await proc.wait()
 
 
+@pytest.mark.slow
 async def test_serve_prints_the_url_answers_and_stops_on_sigterm(spawn, tiny_pair, tmp_path: Path) -> None:
     proc = await spawn("serve", "--port", "0", env=child_env(tiny_pair, tmp_path))
     seen: list[bytes] = []
@@ -97,6 +98,7 @@ async def test_serve_prints_the_url_answers_and_stops_on_sigterm(spawn, tiny_pai
     assert out == b"" and b"stopped" in err
 
 
+@pytest.mark.slow
 async def test_run_with_web_enabled_serves_the_page_beside_the_bot(spawn, tiny_pair, tmp_path: Path) -> None:
     async with FakeDiscord(heartbeat_interval=1000) as fake:
         env = child_env(

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from bot.journal import Journal
+from bot.jobs.journal import Journal
 
 
 async def reopened(path: Path) -> Journal:
