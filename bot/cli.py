@@ -113,13 +113,13 @@ class LivePrinter:
             self.out.write("\n")
         self.text = ""
 
-    def rest(self, answer: Any) -> str:
+    def rest(self, answer: Any, *, seen: str = "", frames: int = 1) -> str:
         """What is left to print once the answer is complete: any marks, then the footer."""
         from bot.reply import answer_body, footer_line
 
         body, shown = answer_body(answer), self.text.rstrip()
         tail = body[len(shown) :] if shown and body.startswith(shown) else ("\n" if shown else "") + body
-        return f"{tail}\n{footer_line(answer)}"
+        return f"{tail}\n{footer_line(answer, frames)}" + (f"\n-# {seen}" if seen else "")
 
 
 async def _ask(
@@ -139,19 +139,20 @@ async def _ask(
     runtime = Runtime(settings)
     # Check the image before paying for the model load.
     try:
-        prepared = await runtime.prepare(data)
+        prepared = await runtime.prepare_media(data)
     except ImageError as exc:
         raise BadInput(f"{image.name}: {exc}") from None
     await runtime.start()
     try:
-        request = runtime.request([prepared], question, max_tokens=max_tokens)
+        request = runtime.request(prepared.images, question, max_tokens=max_tokens)
         handle = runtime.submit(request, user_id="cli", on_text=live, on_restart=live.restart if live else None)
         answer = await handle.result()
     except (Refused, RequestError) as exc:
         raise BadInput(str(exc)) from None
     finally:
         await runtime.close()
-    return live.rest(answer) if live is not None else render(answer)
+    seen, frames = prepared.describe(), prepared.frames
+    return live.rest(answer, seen=seen, frames=frames) if live is not None else render(answer, seen=seen, frames=frames)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:

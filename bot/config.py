@@ -161,7 +161,9 @@ class StateSettings(_Section):
     replay_history_limit: int = Field(1000, ge=0, le=100_000)
 
 
-DISCORD_CDN_HOSTS = ["cdn.discordapp.com", "media.discordapp.net"]
+#: Discord's CDN (attachments, stickers) and its media proxy (embedded pictures: Discord fetches
+#: a linked picture itself and serves it from these hosts; the bot never goes to the third party)
+DISCORD_CDN_HOSTS = ["cdn.discordapp.com", "media.discordapp.net", "images-ext-1.discordapp.net", "images-ext-2.discordapp.net"]
 
 
 class ImageSettings(_Section):
@@ -183,6 +185,14 @@ class ImageSettings(_Section):
     # larger than the budget runs alone). Bounds memory when many arrive together.
     prepare_workers: int = Field(2, ge=1)
     pixel_budget: int = Field(48_000_000, ge=1_000_000)
+    # Animations (GIF, WebP, APNG) and video clips: this many frames, sampled evenly over
+    # their time (1: the first frame only); "grid" puts them on one contact sheet.
+    frames: int = Field(4, ge=1, le=16)
+    frames_as: Literal["images", "grid"] = "images"
+    # Largest video file (checked from the declared size before download, and the
+    # download's byte cap for videos), and the longest clip (from its header, before decoding).
+    max_video_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_video_seconds: float = Field(60.0, gt=0)
 
 
 class DiscordSettings(_Section):
@@ -191,6 +201,10 @@ class DiscordSettings(_Section):
     api_base: str = "https://discord.com/api/v10"
     # None: Discord's own gateway.
     gateway_url: str | None = None
+    # Where stickers are served (Discord's CDN; GIF stickers from its media proxy).
+    # Another Discord-compatible server serves them elsewhere.
+    cdn_url: str = "https://cdn.discordapp.com"
+    media_url: str = "https://media.discordapp.net"
     allowed_channels: list[int] = Field(default_factory=list)
     allowed_roles: list[int] = Field(default_factory=list)
     dm: bool = True
@@ -211,7 +225,7 @@ class DiscordSettings(_Section):
     # None: one gateway connection, what almost every bot needs.
     shard_count: int | Literal["auto"] | None = None
 
-    @field_validator("api_base", "gateway_url")
+    @field_validator("api_base", "gateway_url", "cdn_url", "media_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None:

@@ -18,6 +18,12 @@ and admits work by *decoded pixels in flight*:
   worker is done with them (a thread cannot be stopped, and that memory is in
   use until it is).  Errors release their pixels the same way.
 
+Animations and clips go through the same pool (:meth:`ImagePool.prepare_media`):
+their cost is the frames sampled times a frame's pixels
+(:func:`bot.media.media_pixels`, from the headers, read in a thread: a
+video's means opening the container), since each sampled frame is decoded
+at full size.
+
 No Discord here, and nothing global: the :class:`~bot.runtime.Runtime` owns
 one pool.
 """
@@ -31,7 +37,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.images import (
     ImageLimits,
@@ -39,6 +45,8 @@ from bot.images import (
     decoded_pixels,
     prepare_image,
 )
+from bot.media import MediaLimits, PreparedMedia, media_pixels
+from bot.media import prepare_media as prepare_any
 
 __all__ = [
     "DEFAULT_PIXEL_BUDGET",
@@ -55,6 +63,10 @@ DEFAULT_PIXEL_BUDGET = 48_000_000
 
 PrepareFn = Callable[[bytes, ImageLimits], PreparedImage]
 MeasureFn = Callable[[bytes, ImageLimits], int]
+MediaPrepareFn = Callable[[bytes, ImageLimits, MediaLimits], PreparedMedia]
+MediaMeasureFn = Callable[[bytes, ImageLimits, MediaLimits], int]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +95,10 @@ class ImagePool:
 
     ``prepare`` and ``measure`` are the preparation and the cost functions
     (:func:`~bot.images.prepare_image` and :func:`~bot.images.decoded_pixels`
-    unless a test swaps them).  The pool's state is only touched on the event
-    loop; its threads start on first use.
+    unless a test swaps them); ``media``, ``prepare_media`` and ``measure_media``
+    are their counterparts for :meth:`prepare_media` (frames of animations and
+    clips).  The pool's state is only touched on the event loop; its threads
+    start on first use.
     """
 
     def __init__(
@@ -95,6 +109,9 @@ class ImagePool:
         pixel_budget: int = DEFAULT_PIXEL_BUDGET,
         prepare: PrepareFn = prepare_image,
         measure: MeasureFn = decoded_pixels,
+        media: MediaLimits | None = None,
+        prepare_media: MediaPrepareFn = prepare_any,
+        measure_media: MediaMeasureFn = media_pixels,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -105,6 +122,9 @@ class ImagePool:
         self.pixel_budget = pixel_budget
         self._prepare = prepare
         self._measure = measure
+        self.media = media if media is not None else MediaLimits()
+        self._prepare_media = prepare_media
+        self._measure_media = measure_media
         self._waiting: collections.deque[_Ticket] = collections.deque()
         self._running = 0
         self._in_flight = 0
@@ -121,6 +141,7 @@ class ImagePool:
             limits,
             workers=int(getattr(images, "prepare_workers", DEFAULT_WORKERS) or DEFAULT_WORKERS),
             pixel_budget=int(getattr(images, "pixel_budget", DEFAULT_PIXEL_BUDGET) or DEFAULT_PIXEL_BUDGET),
+            media=MediaLimits.from_settings(images),
         )
 
     # ------------------------------------------------------------------
@@ -131,7 +152,21 @@ class ImagePool:
         :func:`~bot.images.prepare_image` (and ``RuntimeError`` once closed)."""
         if self._closed:
             raise RuntimeError("the image pool is closed")
-        pixels = self._cost(data)
+        return await self._run(self._cost(data), self._prepare, data, self.limits)
+
+    async def prepare_media(self, data: bytes) -> PreparedMedia:
+        """Prepare a still, an animation's frames or a clip's (see :mod:`bot.media`);
+        raises :class:`~bot.images.ImageError` like :func:`~bot.media.prepare_media`.
+        Its cost is the sampled frames' pixels together."""
+        if self._closed:
+            raise RuntimeError("the image pool is closed")
+        # Off the event loop: a video's header is read by opening the container, and
+        # counting a long GIF's frames walks the whole file.
+        pixels = await asyncio.to_thread(self._media_cost, data)
+        return await self._run(pixels, self._prepare_media, data, self.limits, self.media)
+
+    async def _run(self, pixels: int, fn: Callable[..., _T], *args: Any) -> _T:
+        """Wait for a worker and ``pixels`` of the budget, then run ``fn(*args)`` there."""
         loop = asyncio.get_running_loop()
         ticket = _Ticket(pixels, loop.create_future())
         self._waiting.append(ticket)
@@ -147,7 +182,7 @@ class ImagePool:
             raise
 
         try:
-            work = self._executor_now().submit(self._prepare, data, self.limits)
+            work = self._executor_now().submit(fn, *args)
         except BaseException:
             self._release(ticket)
             raise
@@ -196,6 +231,14 @@ class ImagePool:
         except Exception:  # the measure is a guess; prepare() will say what is wrong
             log.debug("could not measure an image, counting it as the largest", exc_info=True)
             pixels = self.limits.max_pixels
+        return max(0, pixels)
+
+    def _media_cost(self, data: bytes) -> int:
+        try:
+            pixels = int(self._measure_media(data, self.limits, self.media))
+        except Exception:
+            log.debug("could not measure a file, counting it as the largest", exc_info=True)
+            pixels = self.limits.max_pixels * self.media.frames
         return max(0, pixels)
 
     def _admit(self) -> None:

@@ -29,6 +29,11 @@ What it takes care of:
   :mod:`bot.image_pool` budgets);
 * EXIF orientation, the first frame of animations, transparency (composited
   on white), CMYK, 16-bit and 1-bit images all end up as ordinary RGB.
+
+Several frames of an animation, and video, are :mod:`bot.media`'s: it uses the
+pieces below (:func:`open_image`, :func:`frame_to_rgb`, :func:`to_prepared`) so
+that every frame is prepared exactly as a still is, and :func:`sniff_container`
+tells it what a file is from its first bytes.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -53,13 +60,19 @@ if TYPE_CHECKING:
     from PIL.ImageCms import ImageCmsTransform
 
 __all__ = [
+    "Container",
     "ImageError",
     "ImageLimits",
     "PreparedImage",
     "check_declared_size",
     "decoded_pixels",
+    "frame_to_rgb",
+    "image_orientation",
+    "open_image",
     "plain_prepare",
     "prepare_image",
+    "sniff_container",
+    "to_prepared",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,7 +167,7 @@ _DEFAULT_LIMITS = ImageLimits()
 # Messages
 
 
-def _fmt_tenths(tenths: int) -> str:
+def fmt_tenths(tenths: int) -> str:
     """``312`` -> ``"31.2"``, ``250`` -> ``"25"``."""
     whole, frac = divmod(tenths, 10)
     return f"{whole}" if frac == 0 else f"{whole}.{frac}"
@@ -167,19 +180,19 @@ def _size_text(value: int, unit: int, *, round_up: bool) -> str:
         tenths = -(-value * 10 // unit)
     else:
         tenths = (value * 10 + unit // 2) // unit
-    return _fmt_tenths(tenths)
+    return fmt_tenths(tenths)
 
 
-def _too_many_bytes(size: int, limits: ImageLimits) -> ImageError:
+def too_many_bytes(size: int, limits: ImageLimits) -> ImageError:
     return ImageError(
         f"file is {_size_text(size, _MB, round_up=True)} MB, "
         f"the limit is {_size_text(limits.max_bytes, _MB, round_up=False)} MB"
     )
 
 
-def _too_many_pixels(pixels: int, limit: int) -> ImageError:
+def too_many_pixels(pixels: int, limit: int, what: str = "image") -> ImageError:
     return ImageError(
-        f"image is {_size_text(pixels, 1_000_000, round_up=True)} MP, "
+        f"{what} is {_size_text(pixels, 1_000_000, round_up=True)} MP, "
         f"the limit is {_size_text(limit, 1_000_000, round_up=False)} MP"
     )
 
@@ -199,7 +212,7 @@ def _bomb_error(exc: Image.DecompressionBombError, limits: ImageLimits) -> Image
             f"image is too large, the limit is "
             f"{_size_text(limit, 1_000_000, round_up=False)} MP"
         )
-    return _too_many_pixels(int(match.group(1)), limit)
+    return too_many_pixels(int(match.group(1)), limit)
 
 
 # --------------------------------------------------------------------------
@@ -260,11 +273,71 @@ def _looks_like_allowed_image(data: bytes) -> bool:
     return bool(_ftyp_brands(head) & _AVIF_BRANDS) and "AVIF" in _ALLOWED_FORMATS
 
 
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A video or sound container recognised by :func:`sniff_container`."""
+
+    demuxer: str  # the FFmpeg demuxer that is forced when it is opened (never probed)
+    name: str  # for messages and PreparedImage.source_format: "MP4", "MOV", "WEBM", ...
+    sound_only: bool = False  # a format that never holds a picture (MP3, WAV, FLAC)
+
+
+# QuickTime files without an ``ftyp`` box start with one of these atoms.
+_QUICKTIME_ATOMS = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+_ASF_GUID = b"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9\x00\xaa\x00\x62\xce\x6c"
+
+
+def sniff_container(data: bytes) -> Container | None:
+    """The video (or sound) container ``data`` is, from its first bytes; None for
+    anything else (images included: HEIC/AVIF stay images, refused or taken as today).
+
+    Each answer names the one FFmpeg demuxer the file is opened with, so FFmpeg
+    never guesses (no playlist or other demuxer that reaches for more files).
+    """
+    head = data[:400]
+    if _looks_like_allowed_image(head):  # a GIF starts with 0x47 too, as MPEG-TS packets do
+        return None
+    brands = _ftyp_brands(head[:64])
+    if brands:
+        if brands & (_AVIF_BRANDS | _HEIF_BRANDS | {b"mif1", b"msf1"}):
+            return None  # a still (or an image sequence): images, not video
+        if brands & {b"qt  "} and not brands & {b"isom", b"mp41", b"mp42"}:
+            return Container("mov", "MOV")
+        return Container("mp4", "MP4")  # isom, iso2..6, mp41, mp42, avc1, M4V, M4A, 3gp, dash...
+    if len(head) >= 8 and head[4:8] in _QUICKTIME_ATOMS:
+        (box_size,) = struct.unpack(">I", head[:4])
+        if box_size in (0, 1) or box_size >= 8:  # 0: to the end, 1: a 64-bit size follows
+            return Container("mov", "MOV")
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska / WebM
+        return Container("matroska", "WEBM" if b"webm" in head[:64] else "MKV")
+    if head.startswith(b"OggS"):  # Theora video, or (a voice message) Opus / Vorbis
+        return Container("ogg", "OGG")
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return Container("avi", "AVI")
+    if head.startswith(b"FLV\x01"):
+        return Container("flv", "FLV")
+    if head.startswith(_ASF_GUID):
+        return Container("asf", "WMV")
+    if head.startswith(b"\x00\x00\x01\xba"):
+        return Container("mpeg", "MPEG")
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        return Container("mpegts", "MPEG-TS")
+    # Formats that only ever hold sound (never opened: there is nothing to show).
+    if (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or (head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC")):
+        return Container("", "audio", sound_only=True)
+    if head.startswith((b"ID3", b"fLaC", b"#!AMR", b"MThd")) or (
+        # an MPEG audio frame (MP3) or ADTS (AAC): 11 sync bits; a JPEG's FF D8 is not one
+        len(head) >= 3 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[2] >> 4 != 0xF
+    ):
+        return Container("", "audio", sound_only=True)
+    return None
+
+
 # --------------------------------------------------------------------------
 # Pixels
 
 
-def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+def fit(width: int, height: int, max_side: int) -> tuple[int, int]:
     """Size with the long side capped at ``max_side``, aspect kept, never larger."""
     long_side = max(width, height)
     if long_side <= max_side:
@@ -421,7 +494,7 @@ def _scale_in_bands(
 
 def _shrink_to_rgb(im: Image.Image, max_side: int) -> Image.Image:
     """``im`` (loaded) as RGB with its long side <= max_side; may be ``im`` itself."""
-    target = _fit(im.width, im.height, max_side)
+    target = fit(im.width, im.height, max_side)
     factor = _reduce_factor(im.size, target)
     if im.mode in ("RGB", "L") and not _has_alpha(im):
         # Averaging is valid in these modes: scale first, convert what is left.
@@ -452,7 +525,7 @@ def check_declared_size(size: int | None, limits: ImageLimits = _DEFAULT_LIMITS)
     if size <= 0:
         raise ImageError(MSG_EMPTY)
     if size > limits.max_bytes:
-        raise _too_many_bytes(size, limits)
+        raise too_many_bytes(size, limits)
 
 
 def prepare_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> PreparedImage:
@@ -461,13 +534,31 @@ def prepare_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> Prepare
     Raises :class:`ImageError` (and nothing else) for any bad input.
     """
     started = time.perf_counter()
-    source_bytes = len(data)
-    if source_bytes == 0:
-        raise ImageError(MSG_EMPTY)
-    if source_bytes > limits.max_bytes:
-        raise _too_many_bytes(source_bytes, limits)
-    _refuse_known_unsupported(data)
+    with open_image(data, limits) as im:
+        source_format = im.format or "unknown"
+        source_size = im.size
+        frames, rgb = _decode(im, limits.max_side)
+        if rgb is not im:
+            im.close()  # the full-size source goes before the encode
+        # Encoded inside the block: ``rgb`` may be ``im`` itself, which
+        # cannot be used once closed.
+        jpeg = _encode(rgb, limits)
+    return _prepared(jpeg, rgb.size, source_format, source_size, len(data), frames, started)
 
+
+@contextmanager
+def open_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> Iterator[ImageFile.ImageFile]:
+    """``data`` opened by Pillow, after the checks that need no decoding (size,
+    refused formats, the allow-list, pixels from the header); closed on exit.
+
+    Any error inside the block (decoding, seeking to a frame, encoding) comes
+    out as :class:`ImageError` with the message :func:`prepare_image` gives.
+    """
+    if not data:
+        raise ImageError(MSG_EMPTY)
+    if len(data) > limits.max_bytes:
+        raise too_many_bytes(len(data), limits)
+    _refuse_known_unsupported(data)
     try:
         try:
             im = Image.open(io.BytesIO(data), formats=_ALLOWED_FORMATS)
@@ -480,18 +571,10 @@ def prepare_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> Prepare
                 raise ImageError(MSG_DAMAGED) from exc
             raise ImageError(MSG_NOT_IMAGE) from exc
         with im:
-            source_format = im.format or "unknown"
-            source_width, source_height = im.size
-            pixels = source_width * source_height
+            pixels = im.width * im.height
             if pixels > limits.max_pixels:
-                raise _too_many_pixels(pixels, limits.max_pixels)
-            frames, rgb = _decode(im, limits.max_side)
-            if rgb is not im:
-                im.close()  # the full-size source goes before the encode
-            # Saved inside the block: ``rgb`` may be ``im`` itself, which
-            # cannot be used once closed.
-            out = io.BytesIO()
-            rgb.save(out, "JPEG", quality=limits.jpeg_quality)
+                raise too_many_pixels(pixels, limits.max_pixels)
+            yield im
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -502,14 +585,63 @@ def prepare_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> Prepare
     except Exception as exc:  # anything else Pillow may throw at odd files
         raise ImageError(MSG_UNREADABLE) from exc
 
-    jpeg = out.getvalue()
+
+def image_orientation(im: Image.Image) -> Image.Transpose | None:
+    """The transposition ``im``'s EXIF orientation asks for (None: none, or broken EXIF)."""
+    return _orientation(im)
+
+
+def frame_to_rgb(im: Image.Image, max_side: int, transpose: Image.Transpose | None = None) -> Image.Image:
+    """The current (loaded) frame of ``im`` as a new RGB picture, its long side
+    at most ``max_side``, turned by ``transpose``: a still's pixels (never
+    ``im`` itself, so ``im`` may move on to another frame)."""
+    rgb = _shrink_to_rgb(im, max_side)
+    if transpose is not None:
+        return rgb.transpose(transpose)
+    return rgb.copy() if rgb is im else rgb
+
+
+def to_prepared(
+    rgb: Image.Image,
+    limits: ImageLimits,
+    *,
+    source_format: str,
+    source_size: tuple[int, int],
+    source_bytes: int,
+    frames: int,
+    started: float,
+) -> PreparedImage:
+    """``rgb`` (already shrunk) encoded as the model's JPEG, as a :class:`PreparedImage`;
+    ``started`` is the ``time.perf_counter()`` its preparation began at."""
+    try:
+        jpeg = _encode(rgb, limits)
+    except Exception as exc:  # pragma: no cover - encoding an RGB picture does not fail
+        raise ImageError(MSG_UNREADABLE) from exc
+    return _prepared(jpeg, rgb.size, source_format, source_size, source_bytes, frames, started)
+
+
+def _encode(rgb: Image.Image, limits: ImageLimits) -> bytes:
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=limits.jpeg_quality)
+    return out.getvalue()
+
+
+def _prepared(
+    jpeg: bytes,
+    size: tuple[int, int],
+    source_format: str,
+    source_size: tuple[int, int],
+    source_bytes: int,
+    frames: int,
+    started: float,
+) -> PreparedImage:
     prepared = PreparedImage(
         data_uri="data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"),
-        width=rgb.width,
-        height=rgb.height,
+        width=size[0],
+        height=size[1],
         source_format=source_format,
-        source_width=source_width,
-        source_height=source_height,
+        source_width=source_size[0],
+        source_height=source_size[1],
         source_bytes=source_bytes,
         frames=frames,
         digest=hashlib.sha256(jpeg).hexdigest(),
@@ -518,8 +650,8 @@ def prepare_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> Prepare
     log.debug(
         "prepared %s %dx%d (%d bytes, %d frame(s)) -> JPEG %dx%d (%d bytes) in %.1f ms",
         source_format,
-        source_width,
-        source_height,
+        source_size[0],
+        source_size[1],
         source_bytes,
         frames,
         prepared.width,
@@ -539,12 +671,12 @@ def _decode(im: ImageFile.ImageFile, max_side: int) -> tuple[int, Image.Image]:
     if im.tell() != 0:
         im.seek(0)
     if isinstance(im, JpegImageFile):  # also MPO
-        target = _fit(im.width, im.height, max_side)
+        target = fit(im.width, im.height, max_side)
         if target != im.size:
             # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below target.
             im.draft("RGB", target)
     im.load()
-    # Scaling and orientation commute (_fit is symmetric), so the picture is
+    # Scaling and orientation commute (fit is symmetric), so the picture is
     # shrunk first and turned when small.
     transpose = _orientation(im)
     rgb = _shrink_to_rgb(im, max_side)
@@ -575,7 +707,7 @@ def decoded_pixels(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> int:
             if width * height > limits.max_pixels:
                 return 0
             if isinstance(im, JpegImageFile):
-                target = _fit(width, height, limits.max_side)
+                target = fit(width, height, limits.max_side)
                 if target != im.size:
                     im.draft("RGB", target)  # header only: picks the scale
                     width, height = im.size

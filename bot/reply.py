@@ -73,13 +73,15 @@ def answer_body(answer: Answer) -> str:
     return text
 
 
-def footer_line(answer: Answer) -> str:
-    """The footer as posted: Discord's small-text markdown (``-#``)."""
-    return "-# " + footer(answer.timings)
+def footer_line(answer: Answer, frames: int = 1) -> str:
+    """The footer as posted: Discord's small-text markdown (``-#``); ``frames``: the
+    pictures the model was given for one animation or clip."""
+    return "-# " + footer(answer.timings, frames)
 
 
-def render(answer: Answer) -> str:
-    return f"{answer_body(answer)}\n{footer_line(answer)}"
+def render(answer: Answer, *, seen: str = "", frames: int = 1) -> str:
+    """The answer, its footer and (for a moving picture) what the model saw of it."""
+    return f"{answer_body(answer)}\n{footer_line(answer, frames)}" + (f"\n-# {seen}" if seen else "")
 
 
 DISCORD_LIMIT = 2000
@@ -104,10 +106,13 @@ def split_text(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
     return parts
 
 
-def render_parts(answer: Answer, limit: int = DISCORD_LIMIT, *, header: str = "", note: str = "") -> list[str]:
+def render_parts(
+    answer: Answer, limit: int = DISCORD_LIMIT, *, header: str = "", note: str = "", seen: str = "", frames: int = 1
+) -> list[str]:
     """The reply as Discord messages: ``header`` and the answer split on whole
-    lines/words, the footer line (and a small ``note`` under it) on the last part."""
-    foot = footer_line(answer) + (f"\n-# {note}" if note else "")
+    lines/words, the footer line (and small lines under it: what the model saw of a
+    moving picture, ``seen``, and a ``note``) on the last part."""
+    foot = footer_line(answer, frames) + "".join(f"\n-# {line}" for line in (seen, note) if line)
     body = f"{header}\n{answer_body(answer)}" if header else answer_body(answer)
     parts = split_text(body, limit)
     if len(parts[-1]) + 1 + len(foot) <= limit:
@@ -119,7 +124,10 @@ def render_parts(answer: Answer, limit: int = DISCORD_LIMIT, *, header: str = ""
 
 def answer_from_message(content: str) -> str:
     """The answer text of one of our posted replies (footer and cut mark removed)."""
-    lines = [line for line in content.split("\n") if not line.startswith("-# ⏱")]
+    lines = content.split("\n")
+    # the footer and the small lines under it (what was seen of a clip, a note) are not the answer
+    footer_at = next((i for i, line in enumerate(lines) if line.startswith("-# ⏱")), len(lines))
+    lines = lines[:footer_at]
     text = "\n".join(lines).strip()
     for mark in (CUT_MARK, TIMEOUT_MARK):
         text = text.removesuffix(mark.strip())

@@ -10,6 +10,7 @@ configured caps, and closes everything in order.  Nothing here imports discord.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,8 @@ from bot.config import ConfigError, Settings
 from bot.engine.base import Answer, Engine, RequestError, VisionRequest
 from bot.engine.projector import TILED_SIDE, Projector
 from bot.image_pool import ImagePool
-from bot.images import ImageLimits, PreparedImage, check_declared_size
+from bot.images import ImageError, ImageLimits, PreparedImage, check_declared_size
+from bot.media import MSG_NO_PICTURE, PreparedMedia
 from bot.queue import InferenceQueue, JobHandle, Lane, QueueClosed, Refused, Reservation
 
 if TYPE_CHECKING:
@@ -147,28 +149,52 @@ class Runtime:
 
     # -- images: one loader for every front end ----------------------------------------------
 
-    async def load(
-        self, session: aiohttp.ClientSession, url: str, declared_size: int | None, *, allowed_hosts: Sequence[str]
-    ) -> PreparedImage:
-        """An image from a link, ready for the model (raises ImageError): the declared size
-        first (an oversized file is never downloaded), then the download (``allowed_hosts``
-        only, the front end's: where its attachments live; no redirects, a byte cap), then
-        preparation in the image pool.  A download slot (``queue.downloads`` at once, for
-        jobs and the watcher together) is held until the image is prepared, so at most that
-        many downloaded files wait in memory."""
-        from bot.fetch import fetch_bytes
-
-        check_declared_size(declared_size, self.limits)
-        async with self._downloads:
-            data = await fetch_bytes(
-                session, url, allowed_hosts=allowed_hosts, limits=self.limits, timeout_s=self.settings.images.download_timeout_s
-            )
-            return await self.prepare(data)
-
     async def prepare(self, data: bytes) -> PreparedImage:
         """Validate and shrink one image off the event loop (raises ImageError),
         in the image pool: a few threads, a bounded number of pixels at once."""
         return await self.image_pool.prepare(data)
+
+    async def load_media(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        declared_size: int | None,
+        *,
+        allowed_hosts: Sequence[str],
+        content_type: str | None = None,
+    ) -> PreparedMedia:
+        """A still, an animation's frames or a clip's from a link, ready for the model
+        (raises ImageError): the one loader of every front end.  The declared size first
+        (an oversized file is never downloaded), then the download (``allowed_hosts`` only,
+        the front end's: where its pictures live; no redirects, a byte cap), then
+        preparation in the image pool.  A download slot (``queue.downloads`` at once, for
+        jobs and the watcher together) is held until the picture is prepared, so at most
+        that many downloaded files wait in memory.  A declared ``video/*`` type is
+        held to ``images.max_video_bytes`` (before download, and as the download's byte
+        cap), anything else to ``images.max_bytes``; a declared ``audio/*`` file is
+        refused without downloading.  What the file is, is still told from its bytes."""
+        from bot.fetch import fetch_bytes
+
+        declared = (content_type or "").split(";", 1)[0].strip().lower()
+        if declared.startswith("audio/"):
+            raise ImageError(MSG_NO_PICTURE)
+        limits = self.limits
+        if declared.startswith("video/"):
+            video_bytes = self.image_pool.media.max_video_bytes
+            check_declared_size(declared_size, dataclasses.replace(limits, max_bytes=video_bytes))
+            limits = dataclasses.replace(limits, max_bytes=max(limits.max_bytes, video_bytes))
+        else:
+            check_declared_size(declared_size, limits)
+        async with self._downloads:
+            data = await fetch_bytes(
+                session, url, allowed_hosts=allowed_hosts, limits=limits, timeout_s=self.settings.images.download_timeout_s
+            )
+            return await self.prepare_media(data)
+
+    async def prepare_media(self, data: bytes) -> PreparedMedia:
+        """A still, an animation's sampled frames or a clip's (raises ImageError),
+        prepared in the image pool, each frame counted against its pixel budget."""
+        return await self.image_pool.prepare_media(data)
 
     def request(
         self,
@@ -236,6 +262,6 @@ class Runtime:
         user_id: int | str | None = None,
     ) -> Answer:
         """Prepare, queue and answer one image question."""
-        prepared = await self.prepare(data)
-        handle = self.submit(self.request([prepared], question, max_tokens=max_tokens), user_id)
+        prepared = await self.prepare_media(data)
+        handle = self.submit(self.request(prepared.images, question, max_tokens=max_tokens), user_id)
         return await handle.result()

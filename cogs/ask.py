@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import discord
@@ -11,12 +13,17 @@ from discord.ext import commands
 from bot.jobs.spec import JobSpec
 from bot.reply import FIRST_IMAGES_ONLY, NO_IMAGE, NOT_AN_IMAGE, OUR_FAULT, answer_from_message
 from cogs.policy import channel_ids, place_refusal
-from cogs.reading import addressed_to, image_label, labelled, pick_image, question_text, roles_of, split_attachments
+from cogs.reading import Pictures, addressed_to, image_label, labelled, pick_image, pictures_of, question_text, roles_of
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
 
 log = logging.getLogger(__name__)
+
+#: a link in a question: Discord adds its embed in an edit a moment later
+LINK = re.compile(r"https?://\S+")
+#: how long a question with a link but no embed yet waits for Discord's embed
+LINK_EMBED_WAIT_S = 3.0
 
 
 class Ask(commands.Cog):
@@ -45,34 +52,55 @@ class Ask(commands.Cog):
         except discord.HTTPException:
             return None
 
-    async def context_for(self, message: discord.Message, depth: int) -> tuple[list[discord.Attachment], list[tuple[str, str]]]:
-        """The images a message asks about, and the conversation before it.
+    def pictures(self, message: discord.Message) -> Pictures:
+        cfg = self.bot.settings.discord
+        return pictures_of(message, cdn_url=cfg.cdn_url, media_url=cfg.media_url)
 
-        A message with images asks about them.  A reply to someone's image
-        asks about that image.  A reply to one of our answers continues that
-        conversation: walk back (at most ``depth`` answers) to the image; an
-        answer about one of several images continues about that one (by its
-        position: pasted images all have the same name).
+    async def _with_link_embeds(self, message: discord.Message) -> Pictures:
+        """The message's pictures; a message with a link but no embed yet waits a moment
+        for Discord to add the link's embed (it comes in an edit after the message)."""
+        found = self.pictures(message)
+        if found.found or not LINK.search(message.content or ""):
+            return found
+        with contextlib.suppress(TimeoutError):
+            await self.bot.wait_for(
+                "message_edit", check=lambda _, after: after.id == message.id and bool(after.embeds), timeout=LINK_EMBED_WAIT_S
+            )
+        if not message.embeds:  # the cached message is updated in place; else ask Discord once
+            with contextlib.suppress(discord.HTTPException):
+                message = await message.channel.fetch_message(message.id)
+        return self.pictures(message)
+
+    async def context_for(self, message: discord.Message, depth: int) -> tuple[Pictures, list[tuple[str, str]]]:
+        """The pictures a message asks about, and the conversation before it.
+
+        A message with pictures (attachments, embeds, stickers, a forward) asks
+        about them.  A reply to someone's message asks about its pictures.  A
+        reply to one of our answers continues that conversation: walk back (at
+        most ``depth`` answers) to the pictures; an answer about one of several
+        continues about that one (by its position: pasted images all have the
+        same name).
         """
-        if message.attachments:
-            return list(message.attachments), []
+        own = await self._with_link_embeds(message)
+        if own.found or own.others or own.skipped:
+            return own, []
         referenced = await self._referenced(message)
         if referenced is None or depth <= 0:
-            return [], []
+            return Pictures(), []
         me = self.bot.user
         if me is None or referenced.author.id != me.id:
-            return list(referenced.attachments), []
+            return self.pictures(referenced), []
         question = await self._referenced(referenced)
         if question is None:
-            return [], []
-        attachments, history = await self.context_for(question, depth - 1)
+            return Pictures(), []
+        pictures, history = await self.context_for(question, depth - 1)
         answer = answer_from_message(referenced.content)
         label = labelled(answer)
         if label is not None:
             position, answer = label
-            attachments = pick_image(attachments, position)
+            pictures.found = pick_image(pictures.found, position)
         history.append((question_text(question.content, me.id), answer))
-        return attachments, history
+        return pictures, history
 
     async def _refusal(self, message: discord.Message) -> str | None:
         cfg = self.bot.settings.discord
@@ -114,10 +142,12 @@ class Ask(commands.Cog):
     async def _specs(self, message: discord.Message) -> list[JobSpec] | str:
         """One job per image the message asks about (or why there is none)."""
         cfg = self.bot.settings.discord
-        attachments, history = await self.context_for(message, cfg.reply_chain_depth)
-        sources, others = split_attachments(attachments)
+        pictures, history = await self.context_for(message, cfg.reply_chain_depth)
+        sources = pictures.found
         if not sources:
-            return NOT_AN_IMAGE if others else NO_IMAGE
+            if pictures.skipped:
+                return pictures.skipped[0]
+            return NOT_AN_IMAGE if pictures.others else NO_IMAGE
         question = question_text(message.content, self.bot.user.id if self.bot.user else None)
         skipped = len(sources) - cfg.max_images
         sources = sources[: cfg.max_images]

@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot.jobs.spec import ImageSource, JobSpec
 from bot.reply import NO_IMAGE_IN_MESSAGE, friendly
 from cogs.policy import channel_ids, place_refusal
-from cogs.reading import image_source, roles_of, split_attachments
+from cogs.reading import image_source, pictures_of, roles_of
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -118,7 +118,8 @@ class Commands(commands.Cog):
     def _make_describe(self) -> app_commands.ContextMenu:
         async def describe(interaction: discord.Interaction, message: discord.Message) -> None:
             """Describe the (first) image of a message."""
-            sources, _ = split_attachments(message.attachments)
+            cfg = self.bot.settings.discord
+            sources = pictures_of(message, cdn_url=cfg.cdn_url, media_url=cfg.media_url).found
             if not sources:
                 await interaction.response.send_message(friendly(NO_IMAGE_IN_MESSAGE), ephemeral=True)
                 self.bot.jobs.record("interaction", interaction.user.id, interaction.channel_id, "refused")

@@ -1,5 +1,12 @@
-"""Reading Discord messages: which attachments are images, the question, who is
-addressed, and which of several images a follow-up is about.
+"""Reading Discord messages: where a message's pictures are, the question, who is
+addressed, and which of several pictures a follow-up is about.
+
+A message's pictures, in this order (:func:`pictures_of`): its attachments
+(images and videos), its embeds (a linked picture, an article's image, a GIF
+picker's clip), its stickers (PNG, APNG, GIF; Lottie ones cannot be read), and
+then those of the message it forwards (Discord's message snapshot).  Embedded
+pictures are always taken from Discord's media proxy (``proxy_url``), never
+from the third-party link itself; the download's allow-list decides the rest.
 
 Plain helpers: they take attachments, text and ids, not the bot, so they get
 plain unit tests.  ``roles_of`` is the one that asks Discord (for DMs).
@@ -10,7 +17,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import discord
 
@@ -38,10 +46,11 @@ def labelled(answer: str) -> tuple[int, str] | None:
 
 
 def looks_like_image(content_type: str | None) -> bool:
-    """The declared type only decides what is worth downloading; the bytes are
-    checked by content afterwards.  No declared type: download and look."""
+    """A picture or a clip worth downloading.  The declared type only decides what is
+    worth downloading; the bytes are checked by content afterwards.  No declared type:
+    download and look."""
     kind = (content_type or "").split(";")[0].strip().lower()
-    return not kind or kind.startswith("image/")
+    return not kind or kind.startswith(("image/", "video/"))
 
 
 def image_attachments(attachments: Sequence[A]) -> list[A]:
@@ -52,10 +61,88 @@ def image_source(attachment: discord.Attachment) -> ImageSource:
     return ImageSource(attachment.url, attachment.filename, attachment.size, attachment.content_type)
 
 
-def split_attachments(attachments: Sequence[discord.Attachment]) -> tuple[list[ImageSource], list[discord.Attachment]]:
-    """(image candidates, attachments that are plainly not images)."""
-    images = image_attachments(attachments)
-    return [image_source(a) for a in images], [a for a in attachments if a not in images]
+@dataclass(slots=True)
+class Pictures:
+    """What :func:`pictures_of` found: the pictures in order, attachments that are
+    plainly not pictures, and lines about what could not be taken (a Lottie sticker)."""
+
+    found: list[ImageSource] = field(default_factory=list)
+    #: per picture: the poster gave it alt text (an attachment's description)
+    has_alt: list[bool] = field(default_factory=list)
+    others: list[Any] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, source: ImageSource, has_alt: bool = False) -> None:
+        if any(known.url == source.url for known in self.found):
+            return  # Discord repeats a picture in several embeds (a gallery): once
+        self.found.append(source)
+        self.has_alt.append(has_alt)
+
+
+LOTTIE_STICKER = "the sticker {name!r} is a Lottie animation, which I cannot look at"
+
+
+def _name_from_url(url: str, fallback: str) -> str:
+    path = url.split("?", 1)[0].rstrip("/")
+    name = path.rsplit("/", 1)[-1]
+    return name if "." in name and len(name) <= 100 else fallback
+
+
+def embed_source(embed: discord.Embed) -> ImageSource | None:
+    """The picture of an embed, from Discord's media proxy: a GIF picker clip (``gifv``)
+    as its video, else its still; a linked image; an article's image or thumbnail;
+    a video link's thumbnail (never the player)."""
+    kind = embed.type
+    video, image, thumb = embed.video, embed.image, embed.thumbnail
+    if kind == "gifv":
+        candidates = [(video, "video/mp4"), (thumb, None)]
+    elif kind == "image":
+        candidates = [(thumb, None), (image, None)]
+    elif kind == "video":
+        candidates = [(thumb, None)]
+    else:
+        candidates = [(image, None), (thumb, None)]
+    for proxy, content_type in candidates:
+        proxy_url = getattr(proxy, "proxy_url", None)
+        if proxy_url:
+            original = getattr(proxy, "url", None) or proxy_url
+            fallback = "clip.mp4" if content_type else "embedded-image"
+            return ImageSource(proxy_url, _name_from_url(original, fallback), None, content_type)
+    return None
+
+
+def sticker_source(sticker: discord.StickerItem, *, cdn_url: str, media_url: str) -> ImageSource | None:
+    """A sticker's file (None for Lottie, which is not a picture format)."""
+    fmt = sticker.format
+    if fmt is discord.StickerFormatType.lottie:
+        return None
+    if fmt is discord.StickerFormatType.gif:
+        return ImageSource(f"{media_url}/stickers/{sticker.id}.gif", f"{sticker.name}.gif", None, "image/gif")
+    return ImageSource(f"{cdn_url}/stickers/{sticker.id}.png", f"{sticker.name}.png", None, "image/png")
+
+
+def pictures_of(message: Any, *, cdn_url: str, media_url: str, into: Pictures | None = None) -> Pictures:
+    """A message's pictures in order: attachments, embeds, stickers, then the forwarded
+    message's (``message_snapshots``).  ``message``: a Message or a MessageSnapshot."""
+    out = into if into is not None else Pictures()
+    for attachment in getattr(message, "attachments", ()):
+        if looks_like_image(attachment.content_type):
+            out.add(image_source(attachment), has_alt=bool((attachment.description or "").strip()))
+        else:
+            out.others.append(attachment)
+    for embed in getattr(message, "embeds", ()):
+        source = embed_source(embed)
+        if source is not None:
+            out.add(source)
+    for sticker in getattr(message, "stickers", ()):
+        source = sticker_source(sticker, cdn_url=cdn_url, media_url=media_url)
+        if source is None:
+            out.skipped.append(LOTTIE_STICKER.format(name=sticker.name))
+        else:
+            out.add(source)
+    for snapshot in getattr(message, "message_snapshots", None) or ():
+        pictures_of(snapshot, cdn_url=cdn_url, media_url=media_url, into=out)
+    return out
 
 
 def pick_image(attachments: Sequence[A], position: int) -> list[A]:

@@ -400,7 +400,7 @@ def max_difference(a: Image.Image, b: Image.Image) -> int:
 
 def whole_picture(im: Image.Image, max_side: int) -> Image.Image:
     """What the bands must add up to: convert it all, then scale it all."""
-    target = images._fit(im.width, im.height, max_side)
+    target = images.fit(im.width, im.height, max_side)
     return images._scale(images._to_rgb(im), target, images._reduce_factor(im.size, target))
 
 
@@ -419,7 +419,7 @@ def test_banded_conversion_matches_the_whole_picture(monkeypatch, size, max_side
     expected = whole_picture(rgba, max_side)
     monkeypatch.setattr(images, "_BAND_PIXELS", 50_000)  # dozens of bands
 
-    target = images._fit(*size, max_side)
+    target = images.fit(*size, max_side)
     banded = images._scale_in_bands(rgba, target, images._reduce_factor(size, target))
 
     assert banded.size == target == expected.size

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine.base import Answer, EngineError
-from bot.images import ImageError, PreparedImage
+from bot.images import ImageError
 from bot.jobs.delivery import (
     ORIGINAL,
     InteractionReplier,
@@ -53,6 +53,7 @@ from bot.jobs.in_flight import InFlight
 from bot.jobs.journal import Entry, Journal
 from bot.jobs.spec import ImageSource, JobKind, JobSpec, Outcome
 from bot.jobs.streaming import CURSOR, ReplyStream
+from bot.media import PreparedMedia
 from bot.queue import JobCancelled, JobHandle, Lane, QueueClosed, Refused, Reservation
 from bot.reply import BUSY_MARK, GAVE_UP, OUR_FAULT, WARN, friendly, parked_line, place_in_line, render_parts, split_text
 
@@ -79,6 +80,8 @@ class _Step:
     first: bool = True
     #: a job an earlier run left: its messages found in the channel (oldest first) become its parts
     adopted: list[Any] | None = None
+    #: the picture as the model gets it (one image, or frames of a moving one), once loaded
+    media: PreparedMedia | None = None
 
 
 class Jobs:
@@ -314,9 +317,9 @@ class Jobs:
         spec = step.spec
         try:
             await self.journal.mark_active(step.entry_id)
-            prepared = await self._load_image(spec.source)
+            step.media = await self._load_media(spec.source)
             await step.my_turn.wait()  # keep the message's order in the queue
-            request = self.runtime.request([prepared], spec.question, max_tokens=spec.max_tokens, history=spec.history)
+            request = self.runtime.request(step.media.images, spec.question, max_tokens=spec.max_tokens, history=spec.history)
             handle = self.runtime.submit(
                 request,
                 reservation=step.reservation,
@@ -355,7 +358,9 @@ class Jobs:
                 watcher.cancel()
             if stream is not None:
                 await stream.close()  # no streamed edit may land after the final text
-        return "answered", render_parts(answer, header=spec.label, note=spec.note), answer
+        media = step.media
+        seen, frames = (media.describe(), media.frames) if media is not None else ("", 1)
+        return "answered", render_parts(answer, header=spec.label, note=spec.note, seen=seen, frames=frames), answer
 
     @staticmethod
     def _line(spec: JobSpec, stream: ReplyStream | None, reason: str) -> list[str]:
@@ -380,10 +385,12 @@ class Jobs:
 
         return asyncio.create_task(active_when_started())
 
-    async def _load_image(self, source: ImageSource) -> PreparedImage:
+    async def _load_media(self, source: ImageSource) -> PreparedMedia:
         if self.session is None:
             raise RuntimeError("Jobs has no HTTP session to download with")
-        return await self.runtime.load(self.session, source.url, source.size, allowed_hosts=self.settings.images.allowed_hosts)
+        return await self.runtime.load_media(
+            self.session, source.url, source.size, allowed_hosts=self.settings.images.allowed_hosts, content_type=source.content_type
+        )
 
     # -- after a crash ----------------------------------------------------------------------
 

@@ -75,6 +75,8 @@ def alert_embed(rule: ModerationRule, verdict: Verdict, report: ImageReport, pos
     embed.add_field(name="Posted by", value=_cut(f"<@{post.poster_id}> ({post.poster_name})", 1024), inline=True)
     embed.add_field(name="Channel", value=f"<#{post.channel_id}>", inline=True)
     embed.add_field(name="Image", value=_cut(report.image.filename or "image", 1024), inline=True)
+    if verdict.where:  # a moving picture: which sampled frame matched
+        embed.add_field(name="Frame", value=verdict.where, inline=True)
     embed.set_thumbnail(url=report.image.url)
     embed.set_footer(text=ASSIST_NOTE)
     return embed

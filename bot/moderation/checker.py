@@ -8,6 +8,12 @@ and each rule that applies there as its own short question.  With the local
 engine's prefix cache the image is encoded for the first question only; each
 further question costs its own few tokens.
 
+A moving picture (an animated GIF, WebP or APNG, a clip) is sampled into
+``images.frames`` frames (:mod:`bot.media`).  Its caption and alt text see
+every frame at once (the alt text describes what happens); each rule is asked
+about every frame on its own, so a GIF that shows its content only after the
+first frame is caught, and the alert says which frame.
+
 A rule's answer decides by its first word (yes/no, case and punctuation
 ignored); the rest of its first line is the reason.  Anything else is
 "undecided": counted and logged, never an alert.  Places in the caption lane
@@ -24,11 +30,12 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine.base import Answer, EngineError
-from bot.images import ImageError, PreparedImage
+from bot.images import ImageError
+from bot.media import PreparedMedia
 from bot.queue import JobCancelled, JobHandle, QueueClosed, Refused, Reservation
 
 if TYPE_CHECKING:
@@ -100,21 +107,36 @@ class WatchedPost:
         return {self.channel_id} | ({self.parent_id} if self.parent_id is not None else set())
 
 
+#: added to the caption and alt-text questions about a moving picture's frames
+MOTION_NOTE = "The pictures are frames of one animation or clip, in order: say in one sentence what happens."
+
+
 @dataclass(frozen=True, slots=True)
 class Question:
     kind: QuestionKind
     text: str
     max_tokens: int
     rule: str = ""
+    #: a rule's question is asked about each frame of a moving picture: which one
+    frame: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A rule's answer about one image: matched (True), not (False) or undecided (None)."""
+    """A rule's answer about one image (one frame of a moving one): matched (True),
+    not (False) or undecided (None)."""
 
     rule: str
     matched: bool | None
     reason: str
+    #: the frame it was about (0-based) and the frames sampled (1: a still image)
+    frame: int = 0
+    frames: int = 1
+
+    @property
+    def where(self) -> str:
+        """Which frame, for an alert ("" for a still image)."""
+        return f"frame {self.frame + 1} of {self.frames}" if self.frames > 1 else ""
 
 
 @dataclass(slots=True)
@@ -129,7 +151,12 @@ class ImageReport:
 
     @property
     def matched(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.matched]
+        """The first matching frame of each rule that matched (one alert per rule and image)."""
+        first: dict[str, Verdict] = {}
+        for verdict in sorted(self.verdicts, key=lambda v: v.frame):
+            if verdict.matched and verdict.rule not in first:
+                first[verdict.rule] = verdict
+        return list(first.values())
 
 
 def parse_verdict(text: str) -> tuple[bool | None, str]:
@@ -223,7 +250,7 @@ class Checker:
         items = [(i, q) for i, (_, asked) in enumerate(plans) for q in asked]
         if not items:
             return []
-        prepared: dict[int, PreparedImage | None] = {}
+        prepared: dict[int, PreparedMedia | None] = {}
         for n, batch in enumerate(self._batches(plans, items)):
             reservation = await self._reserve(len(batch), wait=n > 0)
             if reservation is None:
@@ -262,22 +289,24 @@ class Checker:
         batch: list[tuple[int, Question]],
         plans: Sequence[tuple[WatchedImage, list[Question]]],
         reports: list[ImageReport],
-        prepared: dict[int, PreparedImage | None],
+        prepared: dict[int, PreparedMedia | None],
         reservation: Reservation,
     ) -> None:
         handles: list[tuple[int, Question, JobHandle]] = []
+        extras: list[Reservation] = []
         try:
             for i, question in batch:
                 if i not in prepared:
                     prepared[i] = await self._prepare(reports[i])
-                image = prepared[i]
-                if image is None:  # could not be read: logged, never posted
+                media = prepared[i]
+                if media is None:  # could not be read: logged, never posted
                     reservation.release_one()
-                    if question.kind == "rule":
+                    if question.kind == "rule" and question.frame == 0:
                         self.failures[question.rule] += 1
                     continue
-                request = self.runtime.request([image], question.text, max_tokens=question.max_tokens)
-                handles.append((i, question, self.runtime.submit(request, reservation=reservation)))
+                handles.append((i, question, self.runtime.submit(self._request(media, question), reservation=reservation)))
+                if question.kind == "rule" and len(media.images) > 1:
+                    handles += await self._later_frames(i, question, media, reports[i], extras)
             for i, question, handle in handles:
                 try:
                     answer = await handle.result()
@@ -286,13 +315,39 @@ class Checker:
                     if question.kind == "rule":
                         self.failures[question.rule] += 1
                     continue
-                self._read(reports[i], question, answer)
+                media = prepared.get(i)
+                self._read(reports[i], question, answer, len(media.images) if media is not None else 1)
         except BaseException:
             for _, _, handle in handles:
                 handle.cancel()
             raise
+        finally:
+            for extra in extras:
+                extra.close()
 
-    async def _prepare(self, report: ImageReport) -> PreparedImage | None:
+    async def _later_frames(
+        self, i: int, question: Question, media: PreparedMedia, report: ImageReport, extras: list[Reservation]
+    ) -> list[tuple[int, Question, JobHandle]]:
+        """A rule's question about the other frames of a moving picture: their places are
+        reserved once the frames are known (waiting a while for room in the lane)."""
+        more = [replace(question, frame=k) for k in range(1, len(media.images))]
+        extra = await self._reserve(len(more), wait=True)
+        if extra is None:
+            log.warning("rule %s: frames 2-%d of %s not checked: the caption lane stayed full", question.rule, len(more) + 1,
+                        report.image.filename)
+            self.failures[question.rule] += 1
+            return []
+        extras.append(extra)
+        return [(i, q, self.runtime.submit(self._request(media, q), reservation=extra)) for q in more]
+
+    def _request(self, media: PreparedMedia, question: Question) -> Any:
+        """A rule looks at one frame; the caption and alt text at all of them (what happens)."""
+        if question.kind == "rule":
+            return self.runtime.request([media.images[question.frame]], question.text, max_tokens=question.max_tokens)
+        text = f"{question.text} {MOTION_NOTE}" if len(media.images) > 1 else question.text
+        return self.runtime.request(media.images, text, max_tokens=question.max_tokens)
+
+    async def _prepare(self, report: ImageReport) -> PreparedMedia | None:
         try:
             return await self._load(report.image)
         except ImageError as exc:
@@ -303,7 +358,7 @@ class Checker:
         log.info("watched image %s not checked: %s", report.image.filename, report.error)
         return None
 
-    def _read(self, report: ImageReport, question: Question, answer: Answer) -> None:
+    def _read(self, report: ImageReport, question: Question, answer: Answer, frames: int = 1) -> None:
         if question.kind == "caption":
             report.caption = answer
         elif question.kind == "alt":
@@ -316,8 +371,11 @@ class Checker:
             elif matched is None:
                 self.undecided[question.rule] += 1
                 log.info("rule %s: the answer about %s was neither yes nor no", question.rule, report.image.filename)
-            report.verdicts.append(Verdict(question.rule, matched, reason))
+            report.verdicts.append(Verdict(question.rule, matched, reason, question.frame, frames))
 
-    async def _load(self, image: WatchedImage) -> PreparedImage:
-        """Declared size first, then the download (allowed hosts only), then preparation."""
-        return await self.runtime.load(self._session(), image.url, image.size, allowed_hosts=self.settings.images.allowed_hosts)
+    async def _load(self, image: WatchedImage) -> PreparedMedia:
+        """Declared size first, then the download (allowed hosts only), then preparation
+        (the frames of a moving picture)."""
+        return await self.runtime.load_media(
+            self._session(), image.url, image.size, allowed_hosts=self.settings.images.allowed_hosts, content_type=image.content_type
+        )

@@ -42,7 +42,10 @@ async def running_bot(
             "generation": {"max_tokens": 16, "max_tokens_limit": 64},
             "images": {"allowed_hosts": [f"127.0.0.1:{fake.port}"]},
             # The defaults users get (answers stream in); a test that needs streaming off says so.
-            "discord": {"api_base": fake.api_base, "gateway_url": fake.gateway_url, "sync_commands": True},
+            "discord": {
+                "api_base": fake.api_base, "gateway_url": fake.gateway_url, "sync_commands": True,
+                "cdn_url": fake.cdn_url, "media_url": fake.media_url,
+            },
             "state": {"path": str(state_dir / "journal.sqlite3")},
         },
         settings_overrides,

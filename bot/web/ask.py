@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from bot.engine.base import Answer, EngineError, StageTimings, VisionRequest
-from bot.images import ImageError, PreparedImage
+from bot.images import ImageError
+from bot.media import PreparedMedia
 from bot.queue import JobCancelled, JobHandle, Refused, Reservation
 from bot.reply import CONVERSATION_EXPIRED, OUR_FAULT, WEB_NO_IMAGE, answer_body, friendly
 from bot.runtime import Runtime
@@ -51,7 +52,7 @@ class Job:
     """What a request asks once its form is read."""
 
     request: VisionRequest
-    image: PreparedImage
+    image: PreparedMedia
     conversation: Conversation | None
 
 
@@ -171,7 +172,7 @@ class AskHandler:
         form = await read_form(request, self.runtime.limits, gen.max_question_chars)
         conversation: Conversation | None = None
         if form.image is not None:  # a new image starts a new conversation
-            image = await self.runtime.prepare(form.image)
+            image = await self.runtime.prepare_media(form.image)  # an animation: its frames
         elif form.conversation is not None:
             conversation = self.conversations.get(form.conversation)
             if conversation is None:
@@ -180,7 +181,7 @@ class AskHandler:
         else:
             raise UserError(WEB_NO_IMAGE)
         history = conversation.history() if conversation is not None else ()
-        vision = self.runtime.request([image], form.question, max_tokens=form.max_tokens, history=history)
+        vision = self.runtime.request(image.images, form.question, max_tokens=form.max_tokens, history=history)
         return Job(vision, image, conversation)
 
     def _close_when_done(self, handle: JobHandle, reservation: Reservation) -> None:

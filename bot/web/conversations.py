@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.images import PreparedImage
+from bot.media import PreparedMedia
 
 
 @dataclass(eq=False)
@@ -22,7 +22,7 @@ class Conversation:
     """One image and the turns about it, oldest first (the last ``max_turns`` only)."""
 
     id: str
-    image: PreparedImage
+    image: PreparedMedia
     turns: deque[tuple[str, str]]
     last_used: float = field(default=0.0)
 
@@ -61,7 +61,7 @@ class Conversations:
             self._table.move_to_end(conversation_id)
         return conversation
 
-    def record(self, conversation: Conversation | None, image: PreparedImage, question: str, answer: str) -> Conversation:
+    def record(self, conversation: Conversation | None, image: PreparedMedia, question: str, answer: str) -> Conversation:
         """Add a turn: to ``conversation``, or to a new one about ``image``.
         A conversation that expired meanwhile is kept again (its asker just got an answer)."""
         if conversation is None:

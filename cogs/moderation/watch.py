@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bot.moderation.checker import WatchedImage, WatchedPost
 from cogs.policy import channel_ids
-from cogs.reading import addressed_to, image_attachments
+from cogs.reading import addressed_to, pictures_of
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def watched_post(message: discord.Message, addressed: bool) -> WatchedPost:
-    """A message's image attachments as plain data (with whether each has alt text)."""
+def watched_post(message: discord.Message, addressed: bool, *, cdn_url: str, media_url: str) -> WatchedPost:
+    """A message's pictures as plain data: attachments (with whether each has alt text),
+    embedded pictures, stickers, a forwarded message's (see :func:`pictures_of`)."""
+    pictures = pictures_of(message, cdn_url=cdn_url, media_url=media_url)
     images = tuple(
-        WatchedImage(a.url, a.filename, a.size, a.content_type, has_alt=bool((a.description or "").strip()))
-        for a in image_attachments(message.attachments)
+        WatchedImage(p.url, p.filename, p.size, p.content_type, has_alt=alt) for p, alt in zip(pictures.found, pictures.has_alt)
     )
     return WatchedPost(
         message_id=message.id,
@@ -47,11 +48,29 @@ class Moderation(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or message.guild is None or not message.attachments:
+        if message.author.bot or message.guild is None:
             return
         if not self.bot.moderation.watches(channel_ids(message.channel)):
             return
-        post = watched_post(message, addressed_to(message, self.bot.user))
+        await self._check(message)
+
+    @commands.Cog.listener()
+    async def on_message_edit(self, before: discord.Message, after: discord.Message) -> None:
+        """Discord adds a link's embed in an edit after the message: check the pictures that
+        came that way (the watcher checks a message once; an edit is a new chance only
+        when the message had no picture before)."""
+        if after.author.bot or after.guild is None or len(after.embeds) <= len(before.embeds):
+            return
+        if not self.bot.moderation.watches(channel_ids(after.channel)):
+            return
+        cfg = self.bot.settings.discord
+        if pictures_of(before, cdn_url=cfg.cdn_url, media_url=cfg.media_url).found:
+            return
+        await self._check(after)
+
+    async def _check(self, message: discord.Message) -> None:
+        cfg = self.bot.settings.discord
+        post = watched_post(message, addressed_to(message, self.bot.user), cdn_url=cfg.cdn_url, media_url=cfg.media_url)
         if post.images:
             await self.bot.moderation.handle(post)
 

@@ -28,7 +28,11 @@ if TYPE_CHECKING:
 
 # -- replies ---------------------------------------------------------------------------------------
 
-FOOTER = re.compile(r"\n-# ⏱ queue \d+\.\d\d s · image \d+\.\d\d s · prompt \d+\.\d\d s · \d+ tok @ [\d.]+ tok/s · total \d+\.\d\d s$")
+#: the footer (with the frames of a moving picture counted), and the small lines under it
+FOOTER = re.compile(
+    r"\n-# ⏱ queue \d+\.\d\d s · image \d+\.\d\d s(?: \(\d+ frames\))? · prompt \d+\.\d\d s · \d+ tok @ [\d.]+ tok/s · total \d+\.\d\d s"
+    r"(?:\n-# [^\n]*)*$"
+)
 
 
 def ref(record: dict) -> str | None:
@@ -98,6 +102,8 @@ path = "{journal}"
 [discord]
 api_base = "{fake.api_base}"
 gateway_url = "{fake.gateway_url}"
+cdn_url = "{fake.cdn_url}"
+media_url = "{fake.media_url}"
 """
     )
     return path

@@ -10,12 +10,23 @@ One aiohttp application on 127.0.0.1 (random free port) serves:
   IDENTIFY -> READY + GUILD_CREATE, RESUME -> replay + RESUMED, plain TEXT
   frames whatever ``compress=`` the client asks for);
 * a CDN for attachments (:meth:`FakeDiscord.add_attachment`), downloads recorded
-  in :attr:`FakeDiscord.downloads`, plus redirects and plain files.
+  in :attr:`FakeDiscord.downloads` (:meth:`FakeDiscord.downloads_at`), plus redirects and plain files;
+* the other ways people post pictures, in Discord's payload shapes: embeds whose media
+  the fake's media proxy serves (:meth:`FakeDiscord.add_embed_media`, the builders
+  :func:`image_embed`, :func:`article_embed`, :func:`gifv_embed`; ``user_message(embeds=...,
+  embeds_later=True)`` and :meth:`FakeDiscord.unfurl` for a preview that arrives by
+  MESSAGE_UPDATE), stickers (:meth:`FakeDiscord.add_sticker`, ``user_message(stickers=...)``),
+  forwards (:meth:`FakeDiscord.user_forward`: ``message_reference`` type 1 and
+  ``message_snapshots``), and stand-ins for third-party hosts that record any fetch
+  (:meth:`FakeDiscord.third_party_url`).
 
 Point discord.py at it (process-wide; restore afterwards)::
 
     discord.http.Route.BASE = f"{fake.base_url}/api/v10"
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
+    restore_assets = point_assets_at(fake)  # Asset.BASE and sticker URLs; restore_assets() undoes it
+
+(a bot that builds sticker URLs itself takes ``fake.cdn_url`` and ``fake.media_url``).
 
 Written from discord.py 2.7.1's own source (http.py, gateway.py, state.py,
 interactions.py, webhook/async_.py) and Discord's documented payloads.
@@ -30,6 +41,7 @@ from bot.testing.fake_discord.ids import (
     CAPTIONS_ID,
     DM_CHANNEL_ID,
     EVERYONE_ROLE_ID,
+    FLAG_HAS_SNAPSHOT,
     GENERAL_ID,
     GUILD_ID,
     MOD_LOG_ID,
@@ -37,6 +49,15 @@ from bot.testing.fake_discord.ids import (
     OTHER_BOT_ID,
     OWNER_ID,
     Perm,
+)
+from bot.testing.fake_discord.media import (
+    MEDIA_FLAG_IS_ANIMATED,
+    article_embed,
+    embed_media,
+    gifv_embed,
+    image_embed,
+    point_assets_at,
+    source_of,
 )
 from bot.testing.fake_discord.records import FailureRule, FakeInteraction, GatewayEvent, RecordedRequest
 from bot.testing.fake_discord.server import FakeDiscord
@@ -62,4 +83,12 @@ __all__ = [
     "BOT_ROLE_ID",
     "MOD_ROLE_ID",
     "Perm",
+    "FLAG_HAS_SNAPSHOT",
+    "MEDIA_FLAG_IS_ANIMATED",
+    "embed_media",
+    "image_embed",
+    "article_embed",
+    "gifv_embed",
+    "source_of",
+    "point_assets_at",
 ]

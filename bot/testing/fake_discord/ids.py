@@ -41,6 +41,7 @@ PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESS
 # Message flags
 FLAG_EPHEMERAL = 1 << 6
 FLAG_LOADING = 1 << 7
+FLAG_HAS_SNAPSHOT = 1 << 14  # a forward (discord.py: MessageFlags.forwarded)
 
 
 class Perm:

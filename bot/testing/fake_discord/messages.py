@@ -9,7 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.testing.fake_discord.ids import BOT_ID, FLAG_EPHEMERAL, FLAG_LOADING, GUILD_ID, INTENT_MESSAGE_CONTENT, Perm, iso
+from bot.testing.fake_discord.ids import (
+    BOT_ID,
+    FLAG_EPHEMERAL,
+    FLAG_HAS_SNAPSHOT,
+    FLAG_LOADING,
+    GUILD_ID,
+    INTENT_MESSAGE_CONTENT,
+    Perm,
+    iso,
+)
 from bot.testing.fake_discord.records import ApiError, GatewayEvent, RecordedRequest, form_error
 from bot.testing.fake_discord.state import FakeState
 
@@ -178,6 +187,11 @@ class MessagesMixin(FakeState):
             if not mentioned:
                 out.update(content="", embeds=[], attachments=[], components=[])
                 out.pop("poll", None)
+                if "message_snapshots" in msg:  # a forward's content is content too
+                    out["message_snapshots"] = [
+                        {"message": {**s["message"], "content": "", "embeds": [], "attachments": [], "components": []}}
+                        for s in msg["message_snapshots"]
+                    ]
         return out
 
     def _bot_message_from_payload(
@@ -393,6 +407,8 @@ class MessagesMixin(FakeState):
         *,
         ping_reply: bool = False,
         embeds: Iterable[dict[str, Any]] = (),
+        stickers: Iterable[dict[str, Any]] = (),
+        embeds_later: bool = False,
         timeout: float = 10.0,
     ) -> dict[str, Any]:
         """A user posts a message; returns the stored payload once MESSAGE_CREATE went over the websocket.
@@ -400,6 +416,10 @@ class MessagesMixin(FakeState):
         ``mentions_bot`` prefixes ``<@9000>`` (unless already in content) and lists the bot in ``mentions``;
         ``reference_message_id`` makes it a reply (``message_reference`` + ``referenced_message``);
         ``ping_reply`` also pings the replied-to author, like Discord's reply ping.
+        ``embeds``: embed dicts as Discord sends them (:func:`image_embed`, :func:`article_embed`,
+        :func:`gifv_embed`); ``stickers``: sticker items (:meth:`add_sticker`), sent as ``sticker_items``.
+        ``embeds_later``: like a link Discord unfurls after the fact, MESSAGE_CREATE goes without the
+        embeds and a MESSAGE_UPDATE (:meth:`unfurl`) brings them; returns once both went over.
         """
         ch = self._channel(channel_id)
         bot_mention = f"<@{BOT_ID}>"
@@ -420,18 +440,117 @@ class MessagesMixin(FakeState):
             replied = int(target["author"]["id"])
             if ping_reply and not any(u["id"] == str(replied) for u in mentions):
                 mentions.append(self._resolve_mentions(f"<@{replied}>", None, None, is_guild)[0][0])
+        embed_list = [dict(e) for e in embeds]
+        sticker_items = [dict(st) for st in stickers]
         msg = self._make_message(
             author_id=author_id,
             channel_id=channel_id,
             content=content,
             attachments=[dict(a) for a in attachments],
-            embeds=list(embeds),
+            embeds=[] if embeds_later else embed_list,
             mentions=mentions,
             mention_roles=roles,
             mention_everyone=everyone,
             reference=reference,
+            extra={"sticker_items": sticker_items} if sticker_items else None,
         )
         await self._delivered(self._dispatch("MESSAGE_CREATE", self._gateway_message(msg)), timeout)
+        if embeds_later and embed_list:
+            await self.unfurl(int(msg["id"]), embed_list, timeout=timeout)
+        return msg
+
+    async def unfurl(self, message_id: int, embeds: Iterable[dict[str, Any]], timeout: float = 10.0) -> dict[str, Any]:
+        """Discord's link preview arrives for a stored message: its embeds are added and a MESSAGE_UPDATE
+        (the full message, as Discord sends it) goes out. ``edited_timestamp`` is left alone: an unfurl
+        is not an edit. Returns the stored message once the event went over the websocket."""
+        msg = self.messages[int(message_id)]
+        msg["embeds"] = list(msg.get("embeds", [])) + [dict(e) for e in embeds]
+        await self._delivered(self._dispatch("MESSAGE_UPDATE", self._gateway_message(msg)), timeout)
+        return msg
+
+    @staticmethod
+    def _snapshot_of(msg: dict[str, Any]) -> dict[str, Any]:
+        """The part of a message a forward carries (Discord's message snapshot: no author, id nor channel)."""
+        snap: dict[str, Any] = {
+            "type": msg.get("type", 0) if msg.get("type", 0) != 19 else 0,
+            "content": msg.get("content", ""),
+            "embeds": list(msg.get("embeds", [])),
+            "attachments": list(msg.get("attachments", [])),
+            "timestamp": msg.get("timestamp") or iso(),
+            "edited_timestamp": msg.get("edited_timestamp"),
+            "flags": msg.get("flags", 0),
+            "mentions": list(msg.get("mentions", [])),
+            "mention_roles": list(msg.get("mention_roles", [])),
+            "components": list(msg.get("components", [])),
+        }
+        if msg.get("sticker_items"):
+            snap["sticker_items"] = list(msg["sticker_items"])
+        return snap
+
+    async def user_forward(
+        self,
+        user_id: int,
+        channel_id: int,
+        original_message_id: int | None = None,
+        *,
+        content: str = "",
+        attachments: Iterable[dict[str, Any]] = (),
+        embeds: Iterable[dict[str, Any]] = (),
+        stickers: Iterable[dict[str, Any]] = (),
+        source_channel_id: int | None = None,
+        source_guild_id: int | None = None,
+        comment: str | None = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """A user forwards a message into ``channel_id``; returns the stored forward once its
+        MESSAGE_CREATE went over the websocket.
+
+        The forward is Discord's: ``type`` 0, empty content, ``flags`` HAS_SNAPSHOT (1 << 14),
+        ``message_reference`` of type 1 (FORWARD) to the original, and ``message_snapshots``
+        ``[{"message": {type, content, embeds, attachments, timestamp, edited_timestamp, flags, mentions,
+        mention_roles, components, sticker_items?}}]`` (the attachments keep their CDN URLs); no
+        ``referenced_message``.
+
+        ``original_message_id`` of a stored message: the snapshot is that message as it is now.
+        Otherwise (a channel the bot cannot see, another server) the snapshot is ``content``,
+        ``attachments``, ``embeds`` and ``stickers``, the reference points at ``original_message_id``
+        (default: a new id) in ``source_channel_id`` (default: a channel the fake does not know) of
+        ``source_guild_id`` (default: another server; pass GUILD_ID for a hidden channel of this one).
+        ``comment``: the text the user adds, which Discord posts as a second, ordinary message right
+        after the forward.
+        """
+        original = self.messages.get(int(original_message_id)) if original_message_id is not None else None
+        if original is not None:
+            snapshot = self._snapshot_of(original)
+            ref_channel = original["channel_id"]
+            ref_guild = original.get("guild_id")
+            ref_id = original["id"]
+        else:
+            snapshot = self._snapshot_of(
+                {
+                    "content": content,
+                    "attachments": [dict(a) for a in attachments],
+                    "embeds": [dict(e) for e in embeds],
+                    "sticker_items": [dict(st) for st in stickers],
+                }
+            )
+            ref_id = str(original_message_id if original_message_id is not None else self._snowflake())
+            ref_channel = str(source_channel_id if source_channel_id is not None else self._snowflake())
+            guild = source_guild_id if source_guild_id is not None else self._snowflake()
+            ref_guild = str(guild)
+        reference: dict[str, Any] = {"type": 1, "channel_id": ref_channel, "message_id": ref_id}
+        if ref_guild is not None:
+            reference["guild_id"] = ref_guild
+        msg = self._make_message(
+            author_id=user_id,
+            channel_id=channel_id,
+            content="",
+            flags=FLAG_HAS_SNAPSHOT,
+            extra={"message_reference": reference, "message_snapshots": [{"message": snapshot}]},
+        )
+        await self._delivered(self._dispatch("MESSAGE_CREATE", self._gateway_message(msg)), timeout)
+        if comment:
+            await self.user_message(user_id, channel_id, comment, timeout=timeout)
         return msg
 
     async def user_edit(self, message_id: int, content: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -107,6 +107,8 @@ class FakeDiscord(
         self._blobs = {}
         self._files = {}
         self._redirects = {}
+        self._media = {}
+        self._stickers = {}
 
         # gateway session
         self._conns = []
@@ -177,6 +179,17 @@ class FakeDiscord(
     def gateway_url(self) -> str:
         return f"ws://{self.host}:{self.port}/gateway"
 
+    @property
+    def cdn_url(self) -> str:
+        """Stands for ``https://cdn.discordapp.com`` (attachments, PNG/APNG/Lottie stickers)."""
+        return self.base_url
+
+    @property
+    def media_url(self) -> str:
+        """Stands for ``https://media.discordapp.net`` and ``images-ext-*.discordapp.net``
+        (attachment and embed media proxy, GIF stickers)."""
+        return self.base_url
+
     # ------------------------------------------------------------------ routes
 
     def _build_routes(self) -> list[Route]:
@@ -203,6 +216,7 @@ class FakeDiscord(
             ("PATCH", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._edit_message, True),
             ("DELETE", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._delete_message, True),
             ("POST", r"/channels/" + ID.format("cid") + r"/typing", self._typing, True),
+            ("GET", r"/stickers/" + ID.format("sid"), self._get_sticker, True),
             (
                 "PUT",
                 r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid") + r"/reactions/(?P<emoji>[^/]+)/@me",

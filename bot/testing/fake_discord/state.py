@@ -100,6 +100,8 @@ class FakeState:
     _blobs: dict[int, dict[str, Any]]
     _files: dict[str, dict[str, Any]]
     _redirects: dict[str, tuple[str, int]]
+    _media: dict[str, dict[str, Any]]  # media proxy path -> blob (embed pictures, GIF videos)
+    _stickers: dict[int, dict[str, Any]]  # sticker id -> blob
 
     # gateway session
     _conns: list[Connection]
@@ -123,6 +125,12 @@ class FakeState:
 
         @property
         def gateway_url(self) -> str: ...
+
+        @property
+        def cdn_url(self) -> str: ...
+
+        @property
+        def media_url(self) -> str: ...
 
         def _notify(self) -> None: ...
 
@@ -171,6 +179,8 @@ class FakeState:
         # MessagesMixin (messages.py)
 
         def _rest_message(self, msg: dict[str, Any]) -> dict[str, Any]: ...
+
+        def _gateway_message(self, msg: dict[str, Any]) -> dict[str, Any]: ...
 
         @staticmethod
         def _validate_message(
