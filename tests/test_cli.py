@@ -154,6 +154,8 @@ BENCH_KEYS = {
     "clip_backend", "tokens_per_s",
     "stream_bot_over_engine_off", "stream_bot_over_engine_on", "stream_cost_pct",
     "stream_first_words_ms_p50", "stream_first_words_ms_max", "stream_messages_per_answer",
+    "frames_still_total_ms", "frames_gif_total_ms", "frames_clip_total_ms", "frames_gif_over_still", "frames_clip_over_still",
+    "frames_clip_images",
 }
 
 
@@ -187,6 +189,7 @@ def test_bench_json_has_every_documented_key(tiny_pair) -> None:
     assert result["overhead_ratio"] > 0 and result["first_ttft_ms"] > 0 and result["followup_ttft_ms"] > 0
     assert result["prep_jpeg_ms"] > 0 and result["prep_jpeg_plain_ms"] > 0
     assert result["stream_bot_over_engine_on"] > 0 and result["stream_first_words_ms_max"] >= 0
+    assert result["frames_still_images"] == 1 and result["frames_clip_images"] == result["frames_gif_images"] == 4
 
 
 @pytest.mark.slow

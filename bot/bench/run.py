@@ -22,6 +22,9 @@ Method (all in one process, one run, medians unless said otherwise):
    and without it for comparison.
 6. where the text model and CLIP ran, stage timings, tokens/s; and
    llama-cpp-python's own LLaVA handler on the same request for comparison.
+7. streaming answers into Discord: off vs on (:mod:`bot.bench.stream`).
+8. moving pictures: a 4-frame GIF and a 4 s clip against a still, each as
+   the bot prepares and answers it (:mod:`bot.bench.frames`).
 
 The default model is the generated "bench" pair: LLaVA-1.5 token counts
 (336 px images, 14 px patches, 576 image tokens) with widths small enough for
@@ -36,6 +39,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.bench.common import LoopLag, encode, median, ms, photo
+from bot.bench.frames import part_frames
+from bot.bench.frames import rows as frames_rows
 from bot.bench.parts import part_followup, part_idle_gap, part_images, part_loop_lag, part_overhead, part_stock_handler
 from bot.bench.stream import part_streaming
 from bot.bench.stream import rows as stream_rows
@@ -80,23 +85,25 @@ async def run_bench(
     try:
         pictures = [encode(photo(640, 480, seed=i), "JPEG", quality=90) for i in range(requests)]
         lag = LoopLag()
-        progress("1/7 overhead: engine alone, through the queue, through the whole bot")
+        progress("1/8 overhead: engine alone, through the queue, through the whole bot")
         overhead = await part_overhead(runtime, pictures, max_tokens, lag)
         answers: list[Answer] = overhead.pop("answers")
         results.update(overhead)
-        progress("2/7 event-loop lag")
+        progress("2/8 event-loop lag")
         results.update(await part_loop_lag(runtime, pictures, max_tokens, lag))
-        progress("3/7 image preparation")
+        progress("3/8 image preparation")
         results.update(await part_images(runtime))
-        progress("4/7 consumer idle gap with a backlog")
+        progress("4/8 consumer idle gap with a backlog")
         more = [encode(photo(640, 480, seed=100 + i), "JPEG", quality=90) for i in range(requests)]
         results.update(await part_idle_gap(runtime, more, max_tokens))
-        progress("5/7 follow-up vs first question")
+        progress("5/8 follow-up vs first question")
         follow_pics = [encode(photo(640, 480, seed=200 + i), "JPEG", quality=90) for i in range(max(3, requests // 2))]
         results.update(await part_followup(runtime, settings, follow_pics, max_tokens))
-        progress("6/7 streaming into Discord: off vs on")
+        progress("6/8 streaming into Discord: off vs on")
         results.update(await part_streaming(runtime, pictures[: max(2, requests // 2)], max_tokens))
-        progress("7/7 stage timings")
+        progress("7/8 moving pictures: a 4-frame GIF and a 4 s clip against a still")
+        results.update(await part_frames(runtime, max_tokens))
+        progress("8/8 stage timings")
         t = [a.timings for a in answers]
         results.update(
             {
@@ -167,6 +174,8 @@ def table(r: dict[str, Any]) -> str:
     if "stream_cost_pct" in r:
 
         lines[-2:-2] = stream_rows(r, row)
+    if "frames_clip_over_still" in r:
+        lines[-2:-2] = frames_rows(r, row)
     return "\n".join(lines)
 
 
