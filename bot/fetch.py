@@ -15,6 +15,7 @@ import aiohttp
 from yarl import URL
 
 from bot.images import ImageError, ImageLimits, check_declared_size
+from bot.reply import NOT_FROM_DISCORD
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,13 @@ async def fetch_bytes(
     """The body of ``url``, or :class:`ImageError` with a message for the user."""
     if not host_allowed(url, allowed_hosts):
         log.warning("refused to fetch %s: host not in images.allowed_hosts", URL(url).host if url else url)
-        raise ImageError("I only read attachments uploaded to Discord")
+        raise ImageError(NOT_FROM_DISCORD)
     try:
         async with asyncio.timeout(timeout_s):
             async with session.get(url, allow_redirects=False) as resp:
                 if 300 <= resp.status < 400:
                     log.warning("refused a redirect from %s to %s", url, resp.headers.get("Location"))
-                    raise ImageError("I only read attachments uploaded to Discord")
+                    raise ImageError(NOT_FROM_DISCORD)
                 if resp.status != 200:
                     log.warning("download of %s failed: HTTP %d", url, resp.status)
                     raise ImageError("I could not download that attachment, please try again")

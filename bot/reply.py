@@ -17,6 +17,7 @@ BUSY_MARK = "⏳"
 # -- lines the bot says instead of an answer (friendly() adds the mark and the stop) --
 NO_IMAGE = "attach an image (or reply to a message with one) and mention me with your question"
 NOT_AN_IMAGE = "that file is not an image"
+NOT_FROM_DISCORD = "I only read pictures that Discord itself serves: attachments, stickers and Discord's previews of links"
 NO_IMAGE_IN_MESSAGE = "that message has no image"
 NOT_IN_DMS = "I don't answer in direct messages here"
 NOT_IN_CHANNEL = "I don't answer in this channel"

@@ -11,6 +11,7 @@ import discord
 from discord.ext import commands
 
 from bot.jobs.spec import JobSpec
+from bot.media import MSG_NO_PICTURE
 from bot.reply import FIRST_IMAGES_ONLY, NO_IMAGE, NOT_AN_IMAGE, OUR_FAULT, answer_from_message
 from cogs.policy import channel_ids, place_refusal
 from cogs.reading import Pictures, addressed_to, image_label, labelled, pick_image, pictures_of, question_text, roles_of
@@ -147,6 +148,8 @@ class Ask(commands.Cog):
         if not sources:
             if pictures.skipped:
                 return pictures.skipped[0]
+            if any((getattr(o, "content_type", None) or "").startswith("audio/") for o in pictures.others):
+                return MSG_NO_PICTURE  # a voice message, a sound file
             return NOT_AN_IMAGE if pictures.others else NO_IMAGE
         question = question_text(message.content, self.bot.user.id if self.bot.user else None)
         skipped = len(sources) - cfg.max_images

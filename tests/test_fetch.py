@@ -62,14 +62,14 @@ async def test_allowed_host_is_fetched(server) -> None:
 
 async def test_other_hosts_are_never_contacted(server) -> None:
     session, base, host, hits = server
-    with pytest.raises(ImageError, match="I only read attachments uploaded to Discord"):
+    with pytest.raises(ImageError, match="I only read pictures that Discord itself serves: attachments, stickers and Discord's previews of links"):
         await fetch_bytes(session, f"{base}/ok", allowed_hosts=["cdn.discordapp.com"], limits=LIMITS)
     assert hits == []
 
 
 async def test_redirects_are_not_followed(server) -> None:
     session, base, host, hits = server
-    with pytest.raises(ImageError, match="I only read attachments uploaded to Discord"):
+    with pytest.raises(ImageError, match="I only read pictures that Discord itself serves: attachments, stickers and Discord's previews of links"):
         await fetch_bytes(session, f"{base}/redirect", allowed_hosts=[host], limits=LIMITS)
     assert hits == ["/redirect"]
 

@@ -149,7 +149,7 @@ async def test_refusals_for_bad_attachments(fake: FakeDiscord, llava) -> None:
         (fake.add_attachment("notes.txt", b"hello there", content_type="text/plain"), "⚠️ That file is not an image."),
         (fake.add_attachment("fake.jpg", b"this is not a jpeg at all", content_type="image/jpeg"), "⚠️ That file is not an image."),
         (fake.add_attachment("huge.png", b"\x89PNG", size=30 * 1024 * 1024), "⚠️ File is 30 MB, the limit is 5 MB."),
-        (fake.add_attachment("far.jpg", jpeg_bytes(), url="https://images.example.com/far.jpg"), "⚠️ I only read attachments uploaded to Discord."),
+        (fake.add_attachment("far.jpg", jpeg_bytes(), url="https://images.example.com/far.jpg"), "⚠️ I only read pictures that Discord itself serves: attachments, stickers and Discord's previews of links."),
     ]
     for att, line in cases:
         msg = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what?", attachments=[att], mentions_bot=True)

@@ -273,7 +273,7 @@
 
   function firstImage(list) {
     const files = Array.from(list || []);
-    return files.find((f) => f.type.startsWith("image/")) || files[0] || null;
+    return files.find((f) => f.type.startsWith("image/") || f.type.startsWith("video/")) || files[0] || null;
   }
 
   function wire() {
