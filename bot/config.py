@@ -246,6 +246,9 @@ class ModerationRule(_Section):
     alert_role: int | None = None
     # Only images posted in these channels (empty: every watched channel).
     channels: list[int] = Field(default_factory=list)
+    # On trial: the rule is checked and its matches recorded, but it alerts no one
+    # (a new rule can be judged on real images before it goes live).
+    trial: bool = False
 
 
 class ModerationSettings(_Section):

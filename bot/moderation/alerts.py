@@ -21,6 +21,7 @@ import datetime
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -55,8 +56,9 @@ def _cut(text: str, limit: int) -> str:
 
 
 def alert_mentions(rule: ModerationRule) -> tuple[str, discord.AllowedMentions]:
-    """The alert's content and allowed mentions: exactly the rule's role, or nothing."""
-    if rule.alert_role is None:
+    """The alert's content and allowed mentions: exactly the rule's role, or nothing
+    (a rule in trial pings nobody)."""
+    if rule.alert_role is None or rule.trial:
         return "", NO_MENTIONS
     allowed = discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(rule.alert_role)], replied_user=False)
     return f"<@&{rule.alert_role}>", allowed
@@ -64,7 +66,7 @@ def alert_mentions(rule: ModerationRule) -> tuple[str, discord.AllowedMentions]:
 
 def alert_embed(rule: ModerationRule, verdict: Verdict, report: ImageReport, post: WatchedPost) -> discord.Embed:
     embed = discord.Embed(
-        title=_cut(f"🚩 Rule “{rule.name}” matched", 256),
+        title=_cut(f"🧪 Trial: rule “{rule.name}” matched" if rule.trial else f"🚩 Rule “{rule.name}” matched", 256),
         url=post.jump_url,
         description=_cut(verdict.reason or "(the model gave no reason)", 1000),
         colour=ALERT_COLOUR,
@@ -114,9 +116,12 @@ class AlertView(discord.ui.View):
         jump_url: str | None = None,
         can_delete: bool = True,
         buttons: bool = True,
+        settings_for: Callable[[int | None], ModerationSettings] | None = None,
     ) -> None:
         super().__init__(timeout=None)
         self.settings = settings
+        #: the pressing server's own moderation settings (its moderator roles), when known
+        self.settings_for = settings_for
         if buttons:
             fine: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.success, label="Looks fine", custom_id=FINE_ID, emoji="✅")
             fine.callback = self._fine  # type: ignore[method-assign]
@@ -129,7 +134,8 @@ class AlertView(discord.ui.View):
             self.add_item(discord.ui.Button(style=discord.ButtonStyle.link, label="Go to message", url=jump_url))
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if may_moderate(self.settings, interaction):
+        settings = self.settings_for(interaction.guild_id) if self.settings_for is not None else self.settings
+        if may_moderate(settings, interaction):
             return True
         await interaction.response.send_message(friendly(ONLY_MODERATORS), ephemeral=True)
         log.info("user %s pressed an alert button and is no moderator", interaction.user.id)

@@ -41,7 +41,7 @@ from bot.queue import JobCancelled, JobHandle, QueueClosed, Refused, Reservation
 if TYPE_CHECKING:
     import aiohttp
 
-    from bot.config import ModerationRule, Settings
+    from bot.config import ModerationRule, ModerationSettings, Settings
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -195,10 +195,18 @@ def rule_question(question: str) -> str:
 class Checker:
     """Asks the moderation questions about watched images; counts rule checks and matches."""
 
-    def __init__(self, settings: Settings, runtime: Runtime, session: Callable[[], aiohttp.ClientSession]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        session: Callable[[], aiohttp.ClientSession],
+        moderation_for: Callable[[int | None], ModerationSettings] | None = None,
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
         self._session = session
+        #: a server's effective moderation settings (its own, over the file's defaults)
+        self.moderation_for = moderation_for or (lambda _guild: settings.moderation)
         #: rule name -> answers received / answers that matched / answers that said neither yes nor no
         self.checks: Counter[str] = Counter()
         self.matches: Counter[str] = Counter()
@@ -212,20 +220,20 @@ class Checker:
     # -- what to ask -------------------------------------------------------------------
 
     def rules_for(self, post: WatchedPost) -> list[ModerationRule]:
-        mod = self.settings.moderation
+        mod = self.moderation_for(post.guild_id)
         if not post.channels & mod.watched_channels:
             return []
         return [rule for rule in mod.rules if not rule.channels or post.channels & set(rule.channels)]
 
     def wants_alt(self, post: WatchedPost, image: WatchedImage) -> bool:
-        return not image.has_alt and bool(post.channels & set(self.settings.moderation.alt_text_channels))
+        return not image.has_alt and bool(post.channels & set(self.moderation_for(post.guild_id).alt_text_channels))
 
     def posts_caption(self, post: WatchedPost) -> bool:
         """Today's captions: every image in a caption channel, unless the message asks the bot."""
-        return not post.addressed and bool(post.channels & set(self.settings.moderation.caption_channels))
+        return not post.addressed and bool(post.channels & set(self.moderation_for(post.guild_id).caption_channels))
 
     def questions(self, post: WatchedPost, image: WatchedImage) -> list[Question]:
-        mod = self.settings.moderation
+        mod = self.moderation_for(post.guild_id)
         rules = self.rules_for(post)
         asked: list[Question] = []
         if rules or mod.keep_days > 0 or self.posts_caption(post):

@@ -18,7 +18,11 @@ One aiohttp application on 127.0.0.1 (random free port) serves:
   MESSAGE_UPDATE), stickers (:meth:`FakeDiscord.add_sticker`, ``user_message(stickers=...)``),
   forwards (:meth:`FakeDiscord.user_forward`: ``message_reference`` type 1 and
   ``message_snapshots``), and stand-ins for third-party hosts that record any fetch
-  (:meth:`FakeDiscord.third_party_url`).
+  (:meth:`FakeDiscord.third_party_url`);
+* more guilds (:meth:`FakeDiscord.add_guild`: READY lists them, a GUILD_CREATE each, their channels'
+  messages and interactions carry their ``guild_id``), roles that grant permissions
+  (:meth:`FakeDiscord.add_role`, :meth:`FakeDiscord.give_role`, :meth:`FakeDiscord.grant_manage_server`;
+  interactions carry ``member.permissions`` and ``app_permissions`` computed from them).
 
 Point discord.py at it (process-wide; restore afterwards)::
 

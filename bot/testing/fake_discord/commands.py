@@ -32,6 +32,8 @@ class CommandsMixin(FakeState):
         cmd.setdefault("description", "")
         cmd.setdefault("options", [])
         cmd.setdefault("default_member_permissions", None)
+        if cmd["default_member_permissions"] is not None:  # discord.py sends an int, Discord answers a string
+            cmd["default_member_permissions"] = str(int(cmd["default_member_permissions"]))
         cmd.setdefault("nsfw", False)
         cmd["id"] = old["id"] if old else str(self._snowflake())
         cmd["application_id"] = str(APP_ID)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from bot.testing.fake_discord.ids import Perm
+from bot.testing.fake_discord.ids import GUILD_ID, Perm
 from bot.testing.fake_discord.records import ApiError, FakeInteraction
 from bot.testing.fake_discord.state import FakeState
 
@@ -26,17 +26,37 @@ def _components_of(msg: dict[str, Any]) -> Iterable[dict[str, Any]]:
 class ComponentsMixin(FakeState):
     """Part of :class:`FakeDiscord`: buttons on the bot's messages, and the roles of members."""
 
-    def add_role(self, role_id: int, name: str, permissions: int = Perm.EVERYONE_DEFAULT, *, position: int = 1, mentionable: bool = False) -> dict[str, Any]:
-        """Add a guild role. Call before the bot connects (GUILD_CREATE carries the roles)."""
+    def add_role(
+        self,
+        role_id: int,
+        name: str,
+        permissions: int = Perm.EVERYONE_DEFAULT,
+        *,
+        position: int = 1,
+        mentionable: bool = False,
+        guild_id: int = GUILD_ID,
+    ) -> dict[str, Any]:
+        """Add a role to ``guild_id``. Call before the bot connects (GUILD_CREATE carries the roles)."""
         role = self._role(role_id, name, permissions, position, mentionable=mentionable)
-        self.roles[role_id] = role
+        self._guild_parts(guild_id)[1][role_id] = role
         return role
 
     def give_role(self, user_id: int, role_id: int) -> None:
-        """Give a member a role. Call before the bot connects (or before the member's next event)."""
-        roles = self.members[user_id]["roles"]
+        """Give a member a role (of the member's guild the role is in). Call before the bot connects
+        (or before the member's next event)."""
+        roles = self._guild_parts(self._role_guild(role_id))[2][user_id]["roles"]
         if str(role_id) not in roles:
             roles.append(str(role_id))
+
+    def grant_manage_server(self, user_id: int, *, guild_id: int = GUILD_ID, role_id: int | None = None) -> dict[str, Any]:
+        """Give ``user_id`` Manage Server in ``guild_id``: a "Server Manager" role (``role_id``, default a new
+        snowflake; reused if it exists) with the @everyone defaults plus MANAGE_GUILD. Returns the role."""
+        roles = self._guild_parts(guild_id)[1]
+        if role_id is None:
+            role_id = next((int(r["id"]) for r in roles.values() if r["name"] == "Server Manager"), None) or self._snowflake()
+        role = roles.get(role_id) or self.add_role(role_id, "Server Manager", Perm.EVERYONE_DEFAULT | Perm.MANAGE_GUILD, guild_id=guild_id)
+        self.give_role(user_id, role_id)
+        return role
 
     def buttons_of(self, message_id: int) -> list[dict[str, Any]]:
         """The buttons (type 2) a stored message carries now."""

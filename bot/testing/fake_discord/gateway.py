@@ -126,7 +126,7 @@ class GatewayMixin(FakeState):
         ready = {
             "v": 10,
             "user": dict(self.bot_user, verified=True, mfa_enabled=False, email=None),
-            "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+            "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guild_ids],
             "session_id": self.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -142,20 +142,24 @@ class GatewayMixin(FakeState):
         if self._shard is not None:
             ready["shard"] = self._shard
         self._dispatch("READY", ready)
-        self._dispatch("GUILD_CREATE", self.guild_create_payload())
+        for gid in self.guild_ids:
+            self._dispatch("GUILD_CREATE", self.guild_create_payload(gid))
         self._notify()
 
-    def guild_create_payload(self) -> dict[str, Any]:
-        channels = [{k: v for k, v in c.items() if k != "guild_id"} for c in self.channels.values() if c["type"] != 1]
+    def guild_create_payload(self, guild_id: int = GUILD_ID) -> dict[str, Any]:
+        guild, roles, members = self._guild_parts(guild_id)
+        channels = [
+            {k: v for k, v in c.items() if k != "guild_id"} for c in self.channels.values() if c.get("guild_id") == str(guild_id)
+        ]
         return dict(
-            self.guild,
-            roles=list(self.roles.values()),
+            guild,
+            roles=list(roles.values()),
             channels=channels,
-            members=[self.member_payload(uid) for uid in self.members],
-            member_count=len(self.members),
+            members=[self.member_payload(uid, guild_id=guild_id) for uid in members],
+            member_count=len(members),
             large=False,
             unavailable=False,
-            joined_at=self.members[BOT_ID]["joined_at"],
+            joined_at=members[BOT_ID]["joined_at"],
             presences=[],
             voice_states=[],
             threads=[],
@@ -191,17 +195,18 @@ class GatewayMixin(FakeState):
     def _request_members(self, d: dict[str, Any]) -> None:
         user_ids = d.get("user_ids")
         query = d.get("query") or ""
+        guild_id = int(d.get("guild_id") or GUILD_ID)
         members = []
-        for uid in self.members:
+        for uid in self.guild_members(guild_id) if guild_id in self.guild_ids else []:
             if user_ids is not None and str(uid) not in {str(u) for u in (user_ids if isinstance(user_ids, list) else [user_ids])}:
                 continue
             if query and not self.users[uid]["username"].startswith(query):
                 continue
-            members.append(self.member_payload(uid))
+            members.append(self.member_payload(uid, guild_id=guild_id))
         limit = d.get("limit") or 0
         if limit:
             members = members[:limit]
-        chunk = {"guild_id": str(GUILD_ID), "members": members, "chunk_index": 0, "chunk_count": 1, "not_found": []}
+        chunk = {"guild_id": str(guild_id), "members": members, "chunk_index": 0, "chunk_count": 1, "not_found": []}
         if d.get("nonce"):
             chunk["nonce"] = d["nonce"]
         if d.get("presences"):

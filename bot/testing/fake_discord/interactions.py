@@ -12,6 +12,29 @@ from bot.testing.fake_discord.ids import APP_ID, BOT_ID, FLAG_EPHEMERAL, FLAG_LO
 from bot.testing.fake_discord.records import ApiError, FakeInteraction, RecordedRequest, form_error
 from bot.testing.fake_discord.state import FakeState
 
+#: what a channel option's ``resolved.channels`` entry carries (discord.py: types/interactions.py PartialChannel,
+#: PartialThread), plus ``permissions``
+_PARTIAL_CHANNEL_KEYS = (
+    "id",
+    "type",
+    "guild_id",
+    "name",
+    "topic",
+    "position",
+    "nsfw",
+    "flags",
+    "rate_limit_per_user",
+    "parent_id",
+    "last_message_id",
+    "last_pin_timestamp",
+    "thread_metadata",
+    "owner_id",
+    "message_count",
+    "member_count",
+    "applied_tags",
+    "total_message_sent",
+)
+
 
 class InteractionsMixin(FakeState):
     """Part of :class:`FakeDiscord`: INTERACTION_CREATE from users, and the callback/webhook routes of the answers."""
@@ -196,15 +219,18 @@ class InteractionsMixin(FakeState):
             payload["context"] = 1  # BOT_DM
             payload["authorizing_integration_owners"] = {"0": str(GUILD_ID)}
         else:
-            member = self.member_payload(user_id)
+            guild_id = int(ch.get("guild_id") or GUILD_ID)
+            guild = self._guild_parts(guild_id)[0]
+            # Discord: the member's permissions in the channel, overwrites included (interaction.permissions)
+            member = self.member_payload(user_id, guild_id=guild_id)
             member["permissions"] = str(self.permissions(user_id, channel_id))
             payload.update(
-                guild_id=str(GUILD_ID),
-                guild={"id": str(GUILD_ID), "locale": "en-US", "features": []},
-                guild_locale="en-US",
+                guild_id=str(guild_id),
+                guild={"id": str(guild_id), "locale": guild.get("preferred_locale", "en-US"), "features": guild.get("features", [])},
+                guild_locale=guild.get("preferred_locale", "en-US"),
                 member=member,
                 context=0,  # GUILD
-                authorizing_integration_owners={"0": str(GUILD_ID)},
+                authorizing_integration_owners={"0": str(guild_id)},
             )
         it = FakeInteraction(
             id=iid, token=token, payload=payload, created=time.monotonic(), channel_id=channel_id, command_type=command_type
@@ -214,11 +240,12 @@ class InteractionsMixin(FakeState):
 
     def _command_data(self, name: str, ctype: int, channel_id: int, guild_command: bool | None) -> dict[str, Any]:
         in_guild = not self._is_dm(channel_id)
+        guild_id = self.guild_of(channel_id) or GUILD_ID
         registered = None
         scope_guild = False
         if in_guild:
             registered = next(
-                (c for c in self.guild_commands() if c["name"] == name and c.get("type", 1) == ctype), None
+                (c for c in self.guild_commands(guild_id) if c["name"] == name and c.get("type", 1) == ctype), None
             )
             scope_guild = registered is not None
         if registered is None:
@@ -227,11 +254,26 @@ class InteractionsMixin(FakeState):
             scope_guild = guild_command and in_guild
         data: dict[str, Any] = {"id": registered["id"] if registered else str(self._snowflake()), "name": name, "type": ctype}
         if scope_guild:
-            data["guild_id"] = str(GUILD_ID)
+            data["guild_id"] = str(guild_id)
         data["_registered"] = registered
         return data
 
-    def _option(self, name: str, value: Any, spec: dict[str, Any] | None, resolved: dict[str, dict], is_guild: bool) -> dict[str, Any]:
+    def _option(
+        self,
+        name: str,
+        value: Any,
+        spec: dict[str, Any] | None,
+        resolved: dict[str, dict],
+        is_guild: bool,
+        *,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+    ) -> dict[str, Any]:
+        """One option of ``data.options``, in Discord's shape: users, members, roles, channels and attachments
+        go in ``resolved`` by id (the option's value is the id as a string), as discord.py's Namespace reads them.
+        ``user_id``/``channel_id``: who runs the command where (the guild, and the resolved channels' and members'
+        ``permissions``)."""
+        guild_id = (self.guild_of(channel_id) if channel_id is not None else None) or GUILD_ID
         if spec is not None:
             otype = spec["type"]
         elif isinstance(value, dict) and "filename" in value:
@@ -253,24 +295,23 @@ class InteractionsMixin(FakeState):
         elif otype in (6, 9) and (int(value) in self.users):
             uid = int(value)
             resolved.setdefault("users", {})[str(uid)] = self.users[uid]
-            if is_guild and uid in self.members:
-                m = self.member_payload(uid, with_user=False)
-                m["permissions"] = str(self.permissions(uid))
+            members = self.guild_members(guild_id)
+            if is_guild and uid in members:
+                m = self.member_payload(uid, with_user=False, guild_id=guild_id)
+                m["permissions"] = str(self.permissions(uid, channel_id) if channel_id is not None else self.permissions(uid))
                 resolved.setdefault("members", {})[str(uid)] = m
             value = str(uid)
         elif otype in (8, 9):
             rid = int(value)
-            resolved.setdefault("roles", {})[str(rid)] = self.roles[rid]
+            resolved.setdefault("roles", {})[str(rid)] = self.guild_roles(self._role_guild(rid))[rid]
             value = str(rid)
         elif otype == 7:
             cid = int(value)
             c = self.channels[cid]
+            # Discord: a partial channel, with the invoking member's permissions in it (overwrites included)
             resolved.setdefault("channels", {})[str(cid)] = {
-                "id": c["id"],
-                "name": c.get("name"),
-                "type": c["type"],
-                "permissions": str(self.permissions(BOT_ID, cid)),
-                **({"guild_id": c["guild_id"]} if "guild_id" in c else {}),
+                **{k: c[k] for k in _PARTIAL_CHANNEL_KEYS if k in c},
+                "permissions": str(self.permissions(BOT_ID if user_id is None else user_id, cid)),
             }
             value = str(cid)
         elif otype == 4:
@@ -320,7 +361,7 @@ class InteractionsMixin(FakeState):
             spec_options = spec.get("options", []) if spec else []
         for opt_name, value in values.items():
             spec = next((o for o in spec_options if o["name"] == opt_name), None)
-            container.append(self._option(opt_name, value, spec, resolved, is_guild))
+            container.append(self._option(opt_name, value, spec, resolved, is_guild, user_id=user_id, channel_id=channel_id))
         if resolved:
             data["resolved"] = resolved
         it = self._interaction_base(user_id, channel_id, 2, data, 1)
@@ -349,7 +390,7 @@ class InteractionsMixin(FakeState):
         data = self._command_data(name, 2, channel_id, guild_command)
         data.pop("_registered")
         resolved: dict[str, dict] = {}
-        self._option("target", target_user_id, {"type": 6}, resolved, not self._is_dm(channel_id))
+        self._option("target", target_user_id, {"type": 6}, resolved, not self._is_dm(channel_id), user_id=user_id, channel_id=channel_id)
         data.update(target_id=str(target_user_id), resolved=resolved)
         it = self._interaction_base(user_id, channel_id, 2, data, 2)
         await self._delivered(self._dispatch("INTERACTION_CREATE", it.payload), timeout)

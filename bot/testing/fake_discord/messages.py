@@ -156,16 +156,17 @@ class MessagesMixin(FakeState):
             "components": [],
         }
         if ch["type"] != 1:
-            msg["guild_id"] = str(GUILD_ID)
-            if author_id in self.members:
-                msg["member"] = self.member_payload(author_id, with_user=False)
+            guild_id = int(ch.get("guild_id") or GUILD_ID)
+            msg["guild_id"] = str(guild_id)
+            if author_id in self.guild_members(guild_id):
+                msg["member"] = self.member_payload(author_id, with_user=False, guild_id=guild_id)
         if reference is not None:
             ref_msg = self.messages.get(int(reference["message_id"]))
             msg["message_reference"] = {
                 "type": 0,
                 "message_id": str(reference["message_id"]),
                 "channel_id": str(reference.get("channel_id") or channel_id),
-                **({"guild_id": str(GUILD_ID)} if ch["type"] != 1 else {}),
+                **({"guild_id": msg["guild_id"]} if ch["type"] != 1 else {}),
             }
             if ref_msg is not None:
                 msg["referenced_message"] = {k: v for k, v in ref_msg.items() if k not in ("referenced_message", "member")}

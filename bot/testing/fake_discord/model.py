@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bot.testing.fake_discord.ids import (
@@ -28,7 +28,7 @@ from bot.testing.fake_discord.state import FakeState
 
 
 class ModelMixin(FakeState):
-    """Part of :class:`FakeDiscord`: the one guild's users, members, roles and channels, and Discord's permission algorithm."""
+    """Part of :class:`FakeDiscord`: the guilds' users, members, roles and channels, and Discord's permission algorithm."""
 
     # ------------------------------------------------------------------ model
 
@@ -62,15 +62,19 @@ class ModelMixin(FakeState):
             ],
         )
         self.add_dm_channel(ALICE_ID, DM_CHANNEL_ID)
-        self.guild = {
-            "id": str(GUILD_ID),
-            "name": "Test guild",
+        self.guild = self._guild_dict(GUILD_ID, "Test guild", OWNER_ID, GENERAL_ID)
+
+    @staticmethod
+    def _guild_dict(guild_id: int, name: str, owner_id: int, system_channel_id: int | None) -> dict[str, Any]:
+        return {
+            "id": str(guild_id),
+            "name": name,
             "icon": None,
             "splash": None,
             "discovery_splash": None,
             "banner": None,
             "description": None,
-            "owner_id": str(OWNER_ID),
+            "owner_id": str(owner_id),
             "afk_channel_id": None,
             "afk_timeout": 300,
             "verification_level": 0,
@@ -84,7 +88,7 @@ class ModelMixin(FakeState):
             "features": [],
             "emojis": [],
             "stickers": [],
-            "system_channel_id": str(GENERAL_ID),
+            "system_channel_id": None if system_channel_id is None else str(system_channel_id),
             "system_channel_flags": 0,
             "rules_channel_id": None,
             "public_updates_channel_id": None,
@@ -92,6 +96,76 @@ class ModelMixin(FakeState):
             "application_id": None,
             "max_members": 500000,
         }
+
+    # ------------------------------------------------------------------ more guilds
+
+    def add_guild(
+        self,
+        guild_id: int,
+        name: str,
+        *,
+        channels: Mapping[int, str] | Iterable[int] = (),
+        members: Mapping[int, Iterable[int]] | Iterable[int] = (),
+        owner_id: int = OWNER_ID,
+    ) -> dict[str, Any]:
+        """Put the bot in another guild (call before the bot connects: READY lists it, GUILD_CREATE follows).
+
+        ``channels``: its text channels, ``{id: name}`` (or ids, named ``channel-<id>``); ``members``: user ids
+        (added with :meth:`add_user` first, e.g. ``member=False`` to keep them out of the first guild), or
+        ``{user id: role ids}``. The bot is always a member. Its @everyone role has the guild's id; more roles
+        with ``add_role(..., guild_id=)``, given with ``give_role(user, role)``. Messages and interactions in its
+        channels carry its ``guild_id``; ``guild_commands(guild_id)`` holds commands synced to it."""
+        if guild_id == GUILD_ID or guild_id in self.other_guilds:
+            raise ValueError(f"guild {guild_id} exists")
+        chans = dict(channels) if isinstance(channels, Mapping) else {int(c): f"channel-{c}" for c in channels}
+        mems = {int(k): list(v) for k, v in members.items()} if isinstance(members, Mapping) else {int(u): [] for u in members}
+        mems.setdefault(BOT_ID, [])
+        guild = self._guild_dict(guild_id, name, owner_id, next(iter(chans), None))
+        roles = {guild_id: self._role(guild_id, "@everyone", Perm.EVERYONE_DEFAULT, 0)}
+        self.other_guilds[guild_id] = {"guild": guild, "roles": roles, "members": {}}
+        for uid, role_ids in mems.items():
+            self.add_member(uid, guild_id, roles=role_ids)
+        for position, (cid, cname) in enumerate(chans.items()):
+            self.add_text_channel(cid, cname, position=position, guild_id=guild_id)
+        return guild
+
+    def add_member(self, user_id: int, guild_id: int = GUILD_ID, *, roles: Iterable[int] = ()) -> dict[str, Any]:
+        """Make an existing user (:meth:`add_user`) a member of ``guild_id``."""
+        if user_id not in self.users:
+            raise KeyError(f"no user {user_id}: add_user() first")
+        member = self._member_dict(roles)
+        self._guild_parts(guild_id)[2][user_id] = member
+        return member
+
+    @property
+    def guild_ids(self) -> list[int]:
+        """The guilds the bot is in: GUILD_ID first."""
+        return [GUILD_ID, *self.other_guilds]
+
+    def guild_of(self, channel_id: int) -> int | None:
+        """The guild a channel belongs to (None: a DM)."""
+        gid = self.channels[int(channel_id)].get("guild_id")
+        return None if gid is None else int(gid)
+
+    def _guild_parts(self, guild_id: int) -> tuple[dict[str, Any], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+        """A guild's payload, roles and members by id."""
+        if guild_id == GUILD_ID:
+            return self.guild, self.roles, self.members
+        g = self.other_guilds[guild_id]
+        return g["guild"], g["roles"], g["members"]
+
+    def guild_roles(self, guild_id: int = GUILD_ID) -> dict[int, dict[str, Any]]:
+        return self._guild_parts(guild_id)[1]
+
+    def guild_members(self, guild_id: int = GUILD_ID) -> dict[int, dict[str, Any]]:
+        return self._guild_parts(guild_id)[2]
+
+    def _role_guild(self, role_id: int) -> int:
+        """The guild a role belongs to."""
+        for gid in self.guild_ids:
+            if role_id in self._guild_parts(gid)[1]:
+                return gid
+        raise KeyError(f"no role {role_id}")
 
     @staticmethod
     def _role(role_id: int, name: str, perms: int, position: int, **extra: Any) -> dict[str, Any]:
@@ -115,7 +189,7 @@ class ModelMixin(FakeState):
     def add_user(
         self, user_id: int, name: str, *, bot: bool = False, roles: Iterable[int] = (), member: bool = True
     ) -> dict[str, Any]:
-        """Add a user (and, by default, a member of the guild). Call before the bot connects."""
+        """Add a user (and, by default, a member of the first guild, GUILD_ID). Call before the bot connects."""
         user = {
             "id": str(user_id),
             "username": name,
@@ -129,29 +203,41 @@ class ModelMixin(FakeState):
             user["bot"] = True
         self.users[user_id] = user
         if member:
-            self.members[user_id] = {
-                "roles": [str(r) for r in roles],
-                "nick": None,
-                "avatar": None,
-                "banner": None,
-                "joined_at": iso(),
-                "premium_since": None,
-                "deaf": False,
-                "mute": False,
-                "flags": 0,
-                "pending": False,
-                "communication_disabled_until": None,
-            }
+            self.members[user_id] = self._member_dict(roles)
         return user
 
+    @staticmethod
+    def _member_dict(roles: Iterable[int]) -> dict[str, Any]:
+        return {
+            "roles": [str(r) for r in roles],
+            "nick": None,
+            "avatar": None,
+            "banner": None,
+            "joined_at": iso(),
+            "premium_since": None,
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "pending": False,
+            "communication_disabled_until": None,
+        }
+
     def add_text_channel(
-        self, channel_id: int, name: str, *, position: int = 0, overwrites: list[dict[str, Any]] | None = None, **extra: Any
+        self,
+        channel_id: int,
+        name: str,
+        *,
+        position: int = 0,
+        overwrites: list[dict[str, Any]] | None = None,
+        guild_id: int = GUILD_ID,
+        **extra: Any,
     ) -> dict[str, Any]:
-        """Add a guild text channel. Call before the bot connects."""
+        """Add a guild text channel (of ``guild_id``: see :meth:`add_guild`). Call before the bot connects."""
+        self._guild_parts(guild_id)  # KeyError: no such guild
         channel = {
             "id": str(channel_id),
             "type": 0,
-            "guild_id": str(GUILD_ID),
+            "guild_id": str(guild_id),
             "name": name,
             "position": position,
             "parent_id": None,
@@ -189,29 +275,34 @@ class ModelMixin(FakeState):
     def bot_user(self) -> dict[str, Any]:
         return self.users[BOT_ID]
 
-    def member_payload(self, user_id: int, *, with_user: bool = True) -> dict[str, Any]:
-        m = dict(self.members[user_id])
+    def member_payload(self, user_id: int, *, with_user: bool = True, guild_id: int = GUILD_ID) -> dict[str, Any]:
+        m = dict(self._guild_parts(guild_id)[2][user_id])
         if with_user:
             m["user"] = self.users[user_id]
         return m
 
-    def permissions(self, user_id: int, channel_id: int | None = None) -> int:
-        """Effective permissions of ``user_id`` (in ``channel_id`` when given), Discord's algorithm."""
-        if channel_id is not None and self._is_dm(channel_id):
-            return Perm.DM_DEFAULT
-        if str(user_id) == self.guild["owner_id"]:
+    def permissions(self, user_id: int, channel_id: int | None = None, *, guild_id: int | None = None) -> int:
+        """Effective permissions of ``user_id`` (in ``channel_id`` when given, else guild-wide in ``guild_id``,
+        default GUILD_ID), Discord's algorithm: the owner and administrators have all."""
+        if channel_id is not None:
+            if self._is_dm(channel_id):
+                return Perm.DM_DEFAULT
+            guild_id = self.guild_of(channel_id)
+        gid = GUILD_ID if guild_id is None else guild_id
+        guild, roles, members = self._guild_parts(gid)
+        if str(user_id) == guild["owner_id"]:
             return Perm.ALL
-        member = self.members.get(user_id)
+        member = members.get(user_id)
         role_ids = [int(r) for r in member["roles"]] if member else []
-        perms = int(self.roles[EVERYONE_ROLE_ID]["permissions"])
+        perms = int(roles[gid]["permissions"])  # @everyone: the role's id is the guild's
         for rid in role_ids:
-            perms |= int(self.roles[rid]["permissions"])
+            perms |= int(roles[rid]["permissions"])
         if perms & Perm.ADMINISTRATOR:
             return Perm.ALL
         if channel_id is None:
             return perms
         ows = {(int(o["id"]), o["type"]): o for o in self.channels[channel_id].get("permission_overwrites", [])}
-        ev = ows.get((EVERYONE_ROLE_ID, 0))
+        ev = ows.get((gid, 0))
         if ev:
             perms = (perms & ~int(ev["deny"])) | int(ev["allow"])
         allow = deny = 0

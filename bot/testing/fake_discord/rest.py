@@ -196,30 +196,31 @@ class RestMixin(FakeState):
         )
 
     def _check_guild(self, gid: str) -> None:
-        if int(gid) != GUILD_ID:
+        if int(gid) not in self.guild_ids:
             raise ApiError(404, 10004, "Unknown Guild")
 
-    def guild_payload(self) -> dict[str, Any]:
+    def guild_payload(self, guild_id: int = GUILD_ID) -> dict[str, Any]:
         """The guild without gateway-only fields (REST shape)."""
-        return dict(self.guild, roles=list(self.roles.values()))
+        guild, roles, _ = self._guild_parts(guild_id)
+        return dict(guild, roles=list(roles.values()))
 
     async def _get_guild(self, rec: RecordedRequest, gid: str) -> web.Response:
         self._check_guild(gid)
-        return self._json(self.guild_payload())
+        return self._json(self.guild_payload(int(gid)))
 
     async def _get_guild_channels(self, rec: RecordedRequest, gid: str) -> web.Response:
         self._check_guild(gid)
-        return self._json([c for c in self.channels.values() if c["type"] != 1])
+        return self._json([c for c in self.channels.values() if c.get("guild_id") == gid])
 
     async def _get_guild_roles(self, rec: RecordedRequest, gid: str) -> web.Response:
         self._check_guild(gid)
-        return self._json(list(self.roles.values()))
+        return self._json(list(self.guild_roles(int(gid)).values()))
 
     async def _get_member(self, rec: RecordedRequest, gid: str, uid: str) -> web.Response:
         self._check_guild(gid)
-        if int(uid) not in self.members:
+        if int(uid) not in self.guild_members(int(gid)):
             raise ApiError(404, 10007, "Unknown Member")
-        return self._json(self.member_payload(int(uid)))
+        return self._json(self.member_payload(int(uid), guild_id=int(gid)))
 
     def _channel(self, cid: Any) -> dict[str, Any]:
         ch = self.channels.get(int(cid))

@@ -72,6 +72,7 @@ class FakeDiscord(
         self.roles = {}
         self.channels = {}  # guild and DM channels
         self.guild = {}
+        self.other_guilds = {}  # the bot's other guilds: add_guild()
         self.messages = {}  # every message by id (user and bot)
         #: enforced nonces of bot-created messages: nonce -> (message id, when)
         self.nonces = {}
