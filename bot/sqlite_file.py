@@ -11,7 +11,30 @@ import asyncio
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
+
+
+def migrate_schema(db: sqlite3.Connection, table: str, migrations: Sequence[Sequence[str]], what: str) -> int:
+    """Bring a set of tables up to ``len(migrations)``, in one transaction (on an
+    autocommit connection); the version found.  ``migrations[i]`` takes the file
+    from version ``i`` to ``i + 1`` (only ever append a step).  ``table`` holds the
+    version; a file newer than this code is refused."""
+    version = len(migrations)
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+        row = db.execute(f"SELECT version FROM {table}").fetchone()
+        found = int(row[0]) if row is not None else 0
+        if row is None:
+            db.execute(f"INSERT INTO {table} (version) VALUES (0)")
+        if found > version:
+            raise RuntimeError(f"{what}: the state file has schema version {found}, newer than this bot's {version}")
+        for steps in migrations[found:]:
+            for sql in steps:
+                db.execute(sql)
+        db.execute(f"UPDATE {table} SET version = ?", (version,))
+    return found
 
 
 class SqliteFile:

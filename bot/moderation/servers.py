@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from bot.config import ModerationRule, ModerationSettings
-from bot.sqlite_file import SqliteFile
+from bot.sqlite_file import SqliteFile, migrate_schema
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +107,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(db: sqlite3.Connection) -> int:
-    """Bring the ``srv_*`` tables up to :data:`SCHEMA_VERSION`, in one transaction
-    (autocommit connection); the version found.  A newer file than this code is refused."""
-    with db:
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("CREATE TABLE IF NOT EXISTS srv_schema (version INTEGER NOT NULL)")
-        row = db.execute("SELECT version FROM srv_schema").fetchone()
-        found = int(row[0]) if row is not None else 0
-        if row is None:
-            db.execute("INSERT INTO srv_schema (version) VALUES (0)")
-        if found > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"server settings: the state file has schema version {found}, newer than this bot's {SCHEMA_VERSION}"
-            )
-        for steps in MIGRATIONS[found:]:
-            for sql in steps:
-                db.execute(sql)
-        db.execute("UPDATE srv_schema SET version = ?", (SCHEMA_VERSION,))
-    return found
+    """Bring the ``srv_*`` tables up to :data:`SCHEMA_VERSION`; the version found."""
+    return migrate_schema(db, "srv_schema", MIGRATIONS, "server settings")
 
 
 # -- the settings of one server ------------------------------------------------------
