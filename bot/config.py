@@ -246,8 +246,8 @@ class ModerationRule(_Section):
     alert_role: int | None = None
     # Only images posted in these channels (empty: every watched channel).
     channels: list[int] = Field(default_factory=list)
-    # On trial: the rule is checked and its matches recorded, but it alerts no one
-    # (a new rule can be judged on real images before it goes live).
+    # On trial: its alerts are posted marked "trial", with no role mention and no delete
+    # button (a new rule can be judged on real images before it pings anyone).
     trial: bool = False
 
 
@@ -273,8 +273,11 @@ class ModerationSettings(_Section):
         "give that text first. Do not start with 'image of' or 'picture of'."
     )
     alt_text_max_tokens: int = Field(80, ge=1)
-    # Days captions of watched images are kept for /find (0: none are kept).
+    # Days captions of watched images, and the images moderators judged (the decision
+    # memory), are kept (0: none: no caption is kept, a judged image is forgotten within the hour).
     keep_days: float = Field(30.0, ge=0)
+    # Most rules one server may set from Discord (/rule add): each is one more question per image.
+    max_server_rules: int = Field(10, ge=0, le=50)
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> ModerationSettings:

@@ -105,8 +105,11 @@ class Ask(commands.Cog):
 
     async def _refusal(self, message: discord.Message) -> str | None:
         cfg = self.bot.settings.discord
-        roles = await roles_of(self.bot, message.author, cfg.allowed_roles)
-        return place_refusal(cfg, is_dm=message.guild is None, channel_ids=channel_ids(message.channel), role_ids=roles)
+        allowed = self.bot.moderation.allowed_roles(message.guild.id if message.guild else None)
+        roles = await roles_of(self.bot, message.author, allowed)
+        return place_refusal(
+            cfg, is_dm=message.guild is None, channel_ids=channel_ids(message.channel), role_ids=roles, allowed_roles=allowed
+        )
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:

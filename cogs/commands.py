@@ -47,9 +47,10 @@ class Commands(commands.Cog):
         """Refuse (ephemerally) where the bot does not answer."""
         cfg = self.bot.settings.discord
         # In a DM the roles are looked up in the servers (one request at most: well within the 3 s to respond).
-        roles = await roles_of(self.bot, interaction.user, cfg.allowed_roles)
+        allowed = self.bot.moderation.allowed_roles(interaction.guild_id)
+        roles = await roles_of(self.bot, interaction.user, allowed)
         is_dm = interaction.guild_id is None
-        refusal = place_refusal(cfg, is_dm=is_dm, channel_ids=channel_ids(interaction.channel), role_ids=roles)
+        refusal = place_refusal(cfg, is_dm=is_dm, channel_ids=channel_ids(interaction.channel), role_ids=roles, allowed_roles=allowed)
         if refusal is not None:
             await interaction.response.send_message(friendly(refusal), ephemeral=True)
             self.bot.jobs.record("interaction", interaction.user.id, interaction.channel_id, "refused")

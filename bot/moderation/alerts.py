@@ -11,8 +11,13 @@ The buttons survive restarts: :class:`AlertView` has no timeout and stable
 custom ids, and one instance is registered with ``bot.add_view`` at start-up.
 A press reads everything it needs from the alert itself (the embed's link),
 so it works on alerts posted by an earlier process.  Only moderators
-(``moderation.moderator_roles``, or Manage Messages) may press; anyone else
+(the server's moderator roles, or Manage Messages) may press; anyone else
 gets a one-line ephemeral refusal.
+
+A rule on trial posts its alerts marked "🧪 Trial", pinging nobody, with no
+delete button: "Looks fine" (the rule was wrong) and "Right call" (it was
+right) build its track record before it goes live.  Each press is handed to
+``on_review`` (the rule's track record and the memory of the image).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import datetime
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -32,11 +37,13 @@ from bot.reply import friendly
 if TYPE_CHECKING:
     from bot.config import ModerationRule, ModerationSettings
     from bot.moderation.checker import ImageReport, Verdict, WatchedPost
+    from bot.moderation.record import Fate
 
 log = logging.getLogger(__name__)
 
 FINE_ID = "llava-bot:alert:fine"
 DELETE_ID = "llava-bot:alert:delete"
+CONFIRM_ID = "llava-bot:alert:confirm"
 
 ONLY_MODERATORS = "only moderators can use these buttons"
 CANNOT_DELETE_THERE = "I am not allowed to delete messages in that channel"
@@ -45,6 +52,7 @@ REVIEWED_FIELD = "Reviewed"
 ALERT_COLOUR = discord.Colour.orange()
 FINE_COLOUR = discord.Colour.green()
 DELETED_COLOUR = discord.Colour.dark_grey()
+CONFIRMED_COLOUR = discord.Colour.blurple()
 ASSIST_NOTE = "The model assists; a moderator decides."
 
 _JUMP = re.compile(r"/channels/(?:\d+|@me)/(\d+)/(\d+)")
@@ -64,9 +72,17 @@ def alert_mentions(rule: ModerationRule) -> tuple[str, discord.AllowedMentions]:
     return f"<@&{rule.alert_role}>", allowed
 
 
+def alert_title(rule: ModerationRule, verdict: Verdict) -> str:
+    if verdict.remembered is not None:
+        what = f"rule “{rule.name}”: posted again after a delete"
+    else:
+        what = f"rule “{rule.name}” matched"
+    return _cut(f"🧪 Trial: {what}" if rule.trial else f"🚩 {what[0].upper()}{what[1:]}", 256)
+
+
 def alert_embed(rule: ModerationRule, verdict: Verdict, report: ImageReport, post: WatchedPost) -> discord.Embed:
     embed = discord.Embed(
-        title=_cut(f"🧪 Trial: rule “{rule.name}” matched" if rule.trial else f"🚩 Rule “{rule.name}” matched", 256),
+        title=alert_title(rule, verdict),
         url=post.jump_url,
         description=_cut(verdict.reason or "(the model gave no reason)", 1000),
         colour=ALERT_COLOUR,
@@ -79,6 +95,13 @@ def alert_embed(rule: ModerationRule, verdict: Verdict, report: ImageReport, pos
     embed.add_field(name="Image", value=_cut(report.image.filename or "image", 1024), inline=True)
     if verdict.where:  # a moving picture: which sampled frame matched
         embed.add_field(name="Frame", value=verdict.where, inline=True)
+    if verdict.remembered is not None:  # the same (or a near-identical) image was judged before
+        decided = verdict.remembered
+        embed.add_field(
+            name="Decided before",
+            value=f"Deleted before by <@{decided.by_user}> on {decided.day} (the model was not asked again)",
+            inline=False,
+        )
     embed.set_thumbnail(url=report.image.url)
     embed.set_footer(text=ASSIST_NOTE)
     return embed
@@ -107,7 +130,9 @@ def may_moderate(settings: ModerationSettings, interaction: discord.Interaction)
 
 
 class AlertView(discord.ui.View):
-    """The buttons under an alert.  ``buttons`` False: only the link (a reviewed alert)."""
+    """The buttons under an alert.  ``buttons`` False: only the link (a reviewed alert).
+    ``persistent``: every button, for the one instance registered at start-up that
+    answers presses on any alert (posted by this process or an earlier one)."""
 
     def __init__(
         self,
@@ -116,17 +141,28 @@ class AlertView(discord.ui.View):
         jump_url: str | None = None,
         can_delete: bool = True,
         buttons: bool = True,
+        trial: bool = False,
         settings_for: Callable[[int | None], ModerationSettings] | None = None,
+        on_review: Callable[[int, Fate, int], Awaitable[None]] | None = None,
+        persistent: bool = False,
     ) -> None:
         super().__init__(timeout=None)
         self.settings = settings
         #: the pressing server's own moderation settings (its moderator roles), when known
         self.settings_for = settings_for
+        #: (alert message id, fate, moderator id): the track record and the decision memory
+        self.on_review = on_review
         if buttons:
             fine: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.success, label="Looks fine", custom_id=FINE_ID, emoji="✅")
             fine.callback = self._fine  # type: ignore[method-assign]
             self.add_item(fine)
-            if can_delete:
+            if trial or persistent:  # a rule on trial: was it right?  Nothing is deleted on a trial's word.
+                right: discord.ui.Button[AlertView] = discord.ui.Button(
+                    style=discord.ButtonStyle.secondary, label="Right call", custom_id=CONFIRM_ID, emoji="🎯"
+                )
+                right.callback = self._confirm  # type: ignore[method-assign]
+                self.add_item(right)
+            if (can_delete and not trial) or persistent:
                 delete: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.danger, label="Delete message", custom_id=DELETE_ID, emoji="🗑️")
                 delete.callback = self._delete  # type: ignore[method-assign]
                 self.add_item(delete)
@@ -149,8 +185,18 @@ class AlertView(discord.ui.View):
         except discord.HTTPException:
             pass
 
+    async def _reviewed(self, interaction: discord.Interaction, fate: Fate) -> None:
+        if self.on_review is not None and interaction.message is not None:
+            await self.on_review(interaction.message.id, fate, interaction.user.id)
+
     async def _fine(self, interaction: discord.Interaction) -> None:
-        await _review(self.settings, interaction, f"✅ Looks fine · {interaction.user.mention} · <t:{int(time.time())}:f>", FINE_COLOUR)
+        if await _review(self.settings, interaction, f"✅ Looks fine · {interaction.user.mention} · <t:{int(time.time())}:f>", FINE_COLOUR):
+            await self._reviewed(interaction, "fine")
+
+    async def _confirm(self, interaction: discord.Interaction) -> None:
+        line = f"🎯 Right call (trial) · {interaction.user.mention} · <t:{int(time.time())}:f>"
+        if await _review(self.settings, interaction, line, CONFIRMED_COLOUR):
+            await self._reviewed(interaction, "confirmed")
 
     async def _delete(self, interaction: discord.Interaction) -> None:
         target = jump_target(interaction.message)
@@ -172,23 +218,26 @@ class AlertView(discord.ui.View):
             await interaction.response.send_message(friendly(CANNOT_DELETE_THERE), ephemeral=True)
             return
         log.info("moderator %s deleted message %s after an alert", interaction.user.id, message_id)
-        await _review(self.settings, interaction, f"{what} · {interaction.user.mention} · <t:{int(time.time())}:f>", DELETED_COLOUR, link=False)
+        line = f"{what} · {interaction.user.mention} · <t:{int(time.time())}:f>"
+        if await _review(self.settings, interaction, line, DELETED_COLOUR, link=False):
+            await self._reviewed(interaction, "deleted")
 
 
 async def _review(
     settings: ModerationSettings, interaction: discord.Interaction, line: str, colour: discord.Colour, *, link: bool = True
-) -> None:
-    """Mark the alert reviewed (who, what, when) and take its buttons away."""
+) -> bool:
+    """Mark the alert reviewed (who, what, when) and take its buttons away; False if it was reviewed before."""
     message = interaction.message
     if message is None or not message.embeds:
         await interaction.response.send_message(friendly(NO_LINK), ephemeral=True)
-        return
+        return False
     embed = message.embeds[0]
     done = next((f.value for f in embed.fields if f.name == REVIEWED_FIELD), None)
     if done:
         await interaction.response.send_message(f"Already reviewed: {done}", ephemeral=True, allowed_mentions=NO_MENTIONS)
-        return
+        return False
     embed.colour = colour
     embed.add_field(name=REVIEWED_FIELD, value=line, inline=False)
     view = AlertView(settings, jump_url=embed.url if link else None, buttons=False)
     await interaction.response.edit_message(embed=embed, view=view, allowed_mentions=NO_MENTIONS)
+    return True

@@ -216,21 +216,24 @@ class CaptionStore(SqliteFile):
                 )
 
     async def search(
-        self, query: str, *, since: float | None = None, poster_id: int | None = None, limit: int = 10
+        self, query: str, *, since: float | None = None, poster_id: int | None = None, limit: int = 10, guild_id: int | None = None
     ) -> list[CaptionRow]:
-        """Best matches first: rows with every word, else rows with any of them."""
+        """Best matches first: rows with every word, else rows with any of them
+        (``guild_id``: only that server's images)."""
         if self.path is None:
             return []
         for any_word in (False, True):
             expression = match_expression(query, any_word=any_word)
             if expression is None:
                 return []
-            rows = await self._call(self._search, expression, since, poster_id, limit)
+            rows = await self._call(self._search, expression, since, poster_id, limit, guild_id)
             if rows:
                 return rows
         return []
 
-    def _search(self, expression: str, since: float | None, poster_id: int | None, limit: int) -> list[CaptionRow]:
+    def _search(
+        self, expression: str, since: float | None, poster_id: int | None, limit: int, guild_id: int | None = None
+    ) -> list[CaptionRow]:
         assert self._db is not None
         sql = (
             "SELECT c.message_id, c.channel_id, c.guild_id, c.poster_id, c.created, c.link, c.caption, c.filename, c.rules, c.position"
@@ -244,6 +247,9 @@ class CaptionStore(SqliteFile):
         if poster_id is not None:
             sql += " AND c.poster_id = ?"
             args.append(poster_id)
+        if guild_id is not None:
+            sql += " AND c.guild_id = ?"
+            args.append(guild_id)
         sql += " ORDER BY bm25(mod_captions_fts), c.created DESC LIMIT ?"
         args.append(limit)
         return [
@@ -256,11 +262,14 @@ class CaptionStore(SqliteFile):
             return 0
         return int(await self._call(lambda: self._db.execute("SELECT count(*) FROM mod_captions").fetchone()[0]))  # type: ignore[union-attr]
 
-    async def forget_member(self, poster_id: int) -> int:
-        """Remove every row of a member's images; how many went."""
+    async def forget_member(self, poster_id: int, guild_id: int | None = None) -> int:
+        """Remove every row of a member's images (in one server, with ``guild_id``); how many went."""
         if self.path is None:
             return 0
-        return int(await self._call(self._execute, "DELETE FROM mod_captions WHERE poster_id = ?", (poster_id,)))
+        if guild_id is None:
+            return int(await self._call(self._execute, "DELETE FROM mod_captions WHERE poster_id = ?", (poster_id,)))
+        sql = "DELETE FROM mod_captions WHERE poster_id = ? AND guild_id = ?"
+        return int(await self._call(self._execute, sql, (poster_id, guild_id)))
 
     async def forget_message(self, message_id: int) -> int:
         """Remove a deleted message's rows; how many went."""

@@ -16,7 +16,13 @@ first frame is caught, and the alert says which frame.
 
 A rule's answer decides by its first word (yes/no, case and punctuation
 ignored); the rest of its first line is the reason.  Anything else is
-"undecided": counted and logged, never an alert.  Places in the caption lane
+"undecided": counted and logged, never an alert.
+
+Decision memory: each image asked about rules gets a perceptual hash
+(:mod:`bot.moderation.record`).  Where the server's moderators already judged
+the same or a near-identical image for a rule ("Looks fine", "Delete
+message"), that rule is not asked again: its verdict is the remembered
+decision (counted in ``remembered``).  Places in the caption lane
 are reserved for all of a message's questions at once, before anything is
 downloaded: a full lane skips the message (logged, never answered).
 
@@ -25,17 +31,19 @@ Plain data in, plain data out: nothing here imports discord.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine.base import Answer, EngineError
 from bot.images import ImageError
 from bot.media import PreparedMedia
+from bot.moderation.record import Decision, image_hash
 from bot.queue import JobCancelled, JobHandle, QueueClosed, Refused, Reservation
 
 if TYPE_CHECKING:
@@ -132,6 +140,8 @@ class Verdict:
     #: the frame it was about (0-based) and the frames sampled (1: a still image)
     frame: int = 0
     frames: int = 1
+    #: decided from the moderators' memory of this image (the model was not asked)
+    remembered: Decision | None = None
 
     @property
     def where(self) -> str:
@@ -148,6 +158,10 @@ class ImageReport:
     alt_text: str | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     error: str | None = None
+    #: perceptual hash of the (first frame of the) image, when rules were asked about it
+    image_hash: str | None = None
+    #: the server's earlier decisions about this image (rule name, lower case -> decision)
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
     @property
     def matched(self) -> list[Verdict]:
@@ -201,12 +215,17 @@ class Checker:
         runtime: Runtime,
         session: Callable[[], aiohttp.ClientSession],
         moderation_for: Callable[[int | None], ModerationSettings] | None = None,
+        recall: Callable[[int, str, list[str]], Awaitable[dict[str, Decision]]] | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self._session = session
         #: a server's effective moderation settings (its own, over the file's defaults)
         self.moderation_for = moderation_for or (lambda _guild: settings.moderation)
+        #: a server's remembered decisions about an image (by its hash), per rule
+        self.recall = recall
+        #: (rule, "fine" | "deleted") -> rule questions answered from memory instead of the model
+        self.remembered: Counter[tuple[str, str]] = Counter()
         #: rule name -> answers received / answers that matched / answers that said neither yes nor no
         self.checks: Counter[str] = Counter()
         self.matches: Counter[str] = Counter()
@@ -232,8 +251,10 @@ class Checker:
         """Today's captions: every image in a caption channel, unless the message asks the bot."""
         return not post.addressed and bool(post.channels & set(self.moderation_for(post.guild_id).caption_channels))
 
-    def questions(self, post: WatchedPost, image: WatchedImage) -> list[Question]:
+    def questions(self, post: WatchedPost, image: WatchedImage, only: ModerationRule | None = None) -> list[Question]:
         mod = self.moderation_for(post.guild_id)
+        if only is not None:  # one rule, asked on its own (/rule test)
+            return [Question("rule", rule_question(only.question), mod.rule_max_tokens, only.name)]
         rules = self.rules_for(post)
         asked: list[Question] = []
         if rules or mod.keep_days > 0 or self.posts_caption(post):
@@ -245,22 +266,23 @@ class Checker:
 
     # -- asking --------------------------------------------------------------------------
 
-    async def check(self, post: WatchedPost) -> list[ImageReport] | None:
+    async def check(self, post: WatchedPost, only: ModerationRule | None = None) -> list[ImageReport] | None:
         """Ask every question about every image of ``post``; None when the caption lane is full.
+        ``only``: ask just that rule, from the model (no memory, not counted: a test of the rule).
 
         A message whose questions fit the lane's cap reserves them all at once
         (or is skipped at once, like today's captions).  One with more goes
         image by image, in batches that fit, each waiting a while for room.
         Raises :class:`QueueClosed` when the bot is stopping (the post is
         checked after the restart)."""
-        plans = [(image, self.questions(post, image)) for image in post.images]
+        plans = [(image, self.questions(post, image, only)) for image in post.images]
         reports = [ImageReport(image) for image, _ in plans]
         items = [(i, q) for i, (_, asked) in enumerate(plans) for q in asked]
         if not items:
             return []
         prepared: dict[int, PreparedMedia | None] = {}
         for n, batch in enumerate(self._batches(plans, items)):
-            reservation = await self._reserve(len(batch), wait=n > 0)
+            reservation = await self._reserve(len(batch), wait=n > 0 or only is not None)
             if reservation is None:
                 if n == 0:
                     log.warning("images of message %s not checked: the caption lane is full", post.message_id)
@@ -268,7 +290,7 @@ class Checker:
                 log.warning("message %s: the caption lane stayed full; %d question(s) not asked", post.message_id, len(batch))
                 break
             try:
-                await self._run_batch(batch, plans, reports, prepared, reservation)
+                await self._run_batch(batch, plans, reports, prepared, reservation, post.guild_id if only is None else None, only is None)
             finally:
                 reservation.close()
         return [r for r, (_, asked) in zip(reports, plans, strict=True) if asked]
@@ -299,18 +321,29 @@ class Checker:
         reports: list[ImageReport],
         prepared: dict[int, PreparedMedia | None],
         reservation: Reservation,
+        guild_id: int | None,
+        counted: bool,
     ) -> None:
+        """``guild_id``: the server whose decision memory applies (None: ask the model every rule)."""
         handles: list[tuple[int, Question, JobHandle]] = []
         extras: list[Reservation] = []
         try:
             for i, question in batch:
                 if i not in prepared:
-                    prepared[i] = await self._prepare(reports[i])
+                    media = prepared[i] = await self._prepare(reports[i])
+                    rules = [q.rule for q in plans[i][1] if q.kind == "rule"]
+                    if media is not None and rules:
+                        await self._remember(reports[i], media, guild_id, rules)
                 media = prepared[i]
                 if media is None:  # could not be read: logged, never posted
                     reservation.release_one()
-                    if question.kind == "rule" and question.frame == 0:
+                    if question.kind == "rule" and question.frame == 0 and counted:
                         self.failures[question.rule] += 1
+                    continue
+                decision = reports[i].decisions.get(question.rule.lower()) if question.kind == "rule" else None
+                if decision is not None:  # judged before: the moderators' decision, not the model's
+                    reservation.release_one()
+                    self._recalled(reports[i], question, decision, len(media.images))
                     continue
                 handles.append((i, question, self.runtime.submit(self._request(media, question), reservation=reservation)))
                 if question.kind == "rule" and len(media.images) > 1:
@@ -320,11 +353,11 @@ class Checker:
                     answer = await handle.result()
                 except (EngineError, JobCancelled) as exc:
                     log.warning("%s question about %s got no answer: %s", question.rule or question.kind, reports[i].image.filename, exc)
-                    if question.kind == "rule":
+                    if question.kind == "rule" and counted:
                         self.failures[question.rule] += 1
                     continue
                 media = prepared.get(i)
-                self._read(reports[i], question, answer, len(media.images) if media is not None else 1)
+                self._read(reports[i], question, answer, len(media.images) if media is not None else 1, counted)
         except BaseException:
             for _, _, handle in handles:
                 handle.cancel()
@@ -366,18 +399,41 @@ class Checker:
         log.info("watched image %s not checked: %s", report.image.filename, report.error)
         return None
 
-    def _read(self, report: ImageReport, question: Question, answer: Answer, frames: int = 1) -> None:
+    async def _remember(self, report: ImageReport, media: PreparedMedia, guild_id: int | None, rules: list[str]) -> None:
+        """The image's hash, and the server's decisions about it (``report.decisions``)."""
+        try:
+            report.image_hash = await asyncio.to_thread(image_hash, media.images[0].data_uri)
+            if self.recall is None or guild_id is None:
+                return
+            found = await self.recall(guild_id, report.image_hash, rules)
+        except Exception:  # the memory is an aid: without it, the model is asked
+            log.exception("decision memory unavailable for %s", report.image.filename)
+            return
+        report.decisions = {rule.lower(): decision for rule, decision in found.items()}
+
+    def _recalled(self, report: ImageReport, question: Question, decision: Decision, frames: int) -> None:
+        """A rule answered from memory: "Delete message" before alerts again, "Looks fine" stays quiet."""
+        if question.frame != 0:
+            return
+        self.remembered[(question.rule, decision.fate)] += 1
+        log.info("rule %s: %s is %s, as decided before by user %s", question.rule, report.image.filename,
+                 "alerted" if decision.fate == "deleted" else "not alerted", decision.by_user)
+        reason = f"{decision.fate} before by <@{decision.by_user}> on {decision.day}"
+        report.verdicts.append(Verdict(question.rule, decision.fate == "deleted", reason, 0, frames, remembered=decision))
+
+    def _read(self, report: ImageReport, question: Question, answer: Answer, frames: int = 1, counted: bool = True) -> None:
         if question.kind == "caption":
             report.caption = answer
         elif question.kind == "alt":
             report.alt_text = clean_alt_text(answer.text)
         else:
             matched, reason = parse_verdict(answer.text)
-            self.checks[question.rule] += 1
-            if matched:
-                self.matches[question.rule] += 1
-            elif matched is None:
-                self.undecided[question.rule] += 1
+            if counted:
+                self.checks[question.rule] += 1
+                if matched:
+                    self.matches[question.rule] += 1
+                elif matched is None:
+                    self.undecided[question.rule] += 1
                 log.info("rule %s: the answer about %s was neither yes nor no", question.rule, report.image.filename)
             report.verdicts.append(Verdict(question.rule, matched, reason, question.frame, frames))
 

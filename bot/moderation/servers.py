@@ -213,6 +213,21 @@ def effective(defaults: ModerationSettings, server: ServerSettings | None) -> Mo
     return type(defaults).model_validate({**dict(defaults), **update})
 
 
+def server_rules(defaults: Sequence[ModerationRule], channels: Callable[[int], bool], roles: Callable[[int], bool]) -> list[ServerRule]:
+    """The file's rules as one server's own (:meth:`ServerStore.adopt_rules`): a rule kept to
+    channels of another server does not apply here and is left out; a role of another
+    server is not mentioned.  ``channels`` / ``roles``: whether an id is this server's."""
+    adopted: list[ServerRule] = []
+    for rule in defaults:
+        here = [c for c in rule.channels if channels(c)]
+        if rule.channels and not here:
+            continue
+        role = rule.alert_role if rule.alert_role is not None and roles(rule.alert_role) else None
+        # a server's rule names one channel at most: the first of this server's
+        adopted.append(ServerRule(rule.name, rule.question, role, here[0] if here else None, rule.trial))
+    return adopted
+
+
 def effective_allowed_roles(defaults: Sequence[int], server: ServerSettings | None) -> list[int]:
     """The roles that may use the bot in this server (``discord.allowed_roles`` unless it set its own)."""
     if server is None or server.allowed_roles is None:
@@ -408,6 +423,12 @@ class ServerStore(SqliteFile):
             return dataclasses.replace(s, rules=(*(s.rules or ()), rule))
 
         return await self._update(guild_id, change)
+
+    async def adopt_rules(self, guild_id: int, rules: Sequence[ServerRule]) -> ServerSettings:
+        """Before a server's first change to its rules: the defaults it runs become its own list
+        (so adding one rule does not drop the others).  Nothing changes once it has its own."""
+        _check_rules(rules)
+        return await self._update(guild_id, lambda s: s if s.rules is not None else dataclasses.replace(s, rules=tuple(rules)))
 
     async def remove_rule(self, guild_id: int, name: str) -> bool:
         """Remove a rule; False if the guild has none of that name."""

@@ -17,6 +17,15 @@ For each message with images in a watched channel, once:
    every post carries a nonce from the message, so a post that landed just
    before the kill is not made twice while Discord remembers the nonce.
 
+Every server has its own settings (:mod:`bot.moderation.servers`, set from
+Discord with ``/settings`` and ``/rule``) over the file's ``[moderation]``
+defaults: which channels are watched, where the log channel is, who
+moderates, which rules are asked.  A channel, role or rule of one server is
+never used for another's images (a default log channel in another server is
+not posted to).  Each rule's checks, alerts and the moderators' decisions are
+kept per server (:mod:`bot.moderation.record`): the track record ``/rule list``
+shows, and the memory that spares a judged image a second alert.
+
 A check that fails is logged, never posted.  Rows of deleted messages are
 removed when Discord says so; older ones are purged every hour.
 """
@@ -33,18 +42,20 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.jobs.delivery import NETWORK_ERRORS, MessageReplier, deliver_safely, messageable, nonce_key, replier_for
+from bot.jobs.delivery import NETWORK_ERRORS, NO_MENTIONS, MessageReplier, deliver_safely, messageable, nonce_key, replier_for
 from bot.jobs.in_flight import InFlight
 from bot.jobs.jobs import log_job
 from bot.jobs.spec import ImageSource, JobSpec
 from bot.moderation.alerts import AlertView, alert_embed, alert_mentions
 from bot.moderation.captions import CaptionRow, CaptionStore
 from bot.moderation.checker import Checker, ImageReport, Verdict, WatchedPost
+from bot.moderation.record import Fate, RecordStore
+from bot.moderation.servers import ServerStore, effective_allowed_roles
 from bot.queue import QueueClosed
 from bot.reply import render_parts
 
 if TYPE_CHECKING:
-    from bot.config import ModerationRule, Settings
+    from bot.config import ModerationRule, ModerationSettings, Settings
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -60,21 +71,25 @@ class Watcher:
     def __init__(self, client: discord.Client, settings: Settings, runtime: Runtime, outcomes: Counter[str]) -> None:
         self.client = client
         self.settings = settings
+        #: the file's [moderation]: the defaults of a server that set nothing
         self.mod = settings.moderation
-        #: anything to watch at all (else nothing is opened or stored)
-        self.active = bool(self.mod.watched_channels)
-        self.store = CaptionStore(settings.state.path if self.active else None)
-        self.checker = Checker(settings, runtime, lambda: client.session)  # type: ignore[attr-defined]
+        self.store = CaptionStore(settings.state.path)
+        #: each server's own settings (``/settings``, ``/rule``)
+        self.servers = ServerStore(settings.state.path)
+        #: each rule's track record and the moderators' decisions, per server
+        self.record = RecordStore(settings.state.path)
+        self.checker = Checker(
+            settings, runtime, lambda: client.session, moderation_for=self.mod_for, recall=self.record.recall  # type: ignore[attr-defined]
+        )
         self.outcomes = outcomes
-        self._rules = {rule.name: rule for rule in self.mod.rules}
         self._pending = InFlight()
         self._background: list[asyncio.Task[None]] = []
 
     # -- life ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if not self.active:
-            return
+        await self.servers.open()
+        await self.record.open()
         await self.store.open()
         if self.mod.rules and self.mod.log_channel is None:
             log.warning("moderation.rules are set but moderation.log_channel is not: matches are logged, no alert is posted")
@@ -90,6 +105,8 @@ class Watcher:
                 await task
         self._background.clear()
         await self.store.close()
+        await self.record.close()
+        await self.servers.close()
 
     @property
     def in_flight(self) -> int:
@@ -101,8 +118,28 @@ class Watcher:
 
     # -- the way in -----------------------------------------------------------------------
 
-    def watches(self, channel_ids: set[int | None]) -> bool:
-        return bool({c for c in channel_ids if c is not None} & self.mod.watched_channels)
+    def mod_for(self, guild_id: int | None) -> ModerationSettings:
+        """A server's moderation settings: its own parts over the file's defaults."""
+        return self.servers.effective(self.mod, guild_id)
+
+    def allowed_roles(self, guild_id: int | None) -> list[int]:
+        """Who may ask the bot in a server: its own allowed roles, else ``discord.allowed_roles``."""
+        return effective_allowed_roles(self.settings.discord.allowed_roles, self.servers.cached(guild_id))
+
+    def watches(self, channel_ids: set[int | None], guild_id: int | None = None) -> bool:
+        return bool({c for c in channel_ids if c is not None} & self.mod_for(guild_id).watched_channels)
+
+    def log_channel(self, guild_id: int | None) -> int | None:
+        """The server's log channel; a default one that belongs to another server is not its."""
+        channel_id = self.mod_for(guild_id).log_channel
+        if channel_id is None:
+            return None
+        channel = self.client.get_channel(channel_id)
+        guild = getattr(channel, "guild", None)
+        if guild is not None and guild.id != guild_id:
+            log.warning("log channel %s belongs to another server than %s: not posting there", channel_id, guild_id)
+            return None
+        return channel_id
 
     async def handle(self, post: WatchedPost) -> None:
         """Check a watched message's images, once."""
@@ -117,6 +154,11 @@ class Watcher:
             if not claimed:
                 log.debug("message %s was checked before", post.message_id)
                 return
+            if post.guild_id is not None:
+                try:
+                    await self.record.note_seen(post.guild_id, post.channel_id, post.message_id, post.poster_id, post.created)
+                except Exception:
+                    log.exception("could not note message %s as seen", post.message_id)
             await self._check(post)
 
     async def _check(self, post: WatchedPost, done: set[str] | None = None) -> None:
@@ -165,10 +207,30 @@ class Watcher:
                 await step(f"caption:{index}", self._post_caption, post, report, started)
         await step("alt", self._post_alt_text, post, reports)
         await self._keep(post, reports)  # a row per image at most (the store's unique key)
+        await step("record", self._count_checks, post, reports)
+        rules = {rule.name: rule for rule in self.mod_for(post.guild_id).rules}
         for index, report in enumerate(reports):
             for verdict in report.matched:
+                rule = rules.get(verdict.rule)
+                if rule is None:
+                    log.info("rule %s was removed while message %s was checked: no alert", verdict.rule, post.message_id)
+                    continue
                 log.info("rule %s matched an image of message %s", verdict.rule, post.message_id)
-                await step(f"alert:{index}:{verdict.rule}", self._alert, self._rules[verdict.rule], verdict, report, post)
+                await step(f"alert:{index}:{verdict.rule}", self._alert, rule, verdict, report, post)
+
+    async def _count_checks(self, post: WatchedPost, reports: list[ImageReport]) -> None:
+        """Each rule's track record: the images it was asked about (answered by the model)."""
+        if post.guild_id is None:
+            return
+        counts: Counter[str] = Counter()
+        for report in reports:
+            for rule in {v.rule for v in report.verdicts if v.remembered is None}:
+                counts[rule] += 1
+        try:
+            if counts:
+                await self.record.count_checks(post.guild_id, counts)
+        except Exception:
+            log.exception("could not count the rule checks of message %s", post.message_id)
 
     # -- what is posted ---------------------------------------------------------------------
 
@@ -183,9 +245,10 @@ class Watcher:
             source=ImageSource(image.url, image.filename, image.size, image.content_type), question=None, user_id=None, lane="caption",
             created=post.created,
         )
-        if self.mod.log_channel is not None:
+        log_channel = self.log_channel(post.guild_id)
+        if log_channel is not None:
             head = f"🖼️ Caption for {image.filename} from {post.poster_name} in {post.jump_url}"
-            spec = JobSpec(kind="channel", channel_id=self.mod.log_channel, head=head, **common)  # type: ignore[arg-type]
+            spec = JobSpec(kind="channel", channel_id=log_channel, head=head, **common)  # type: ignore[arg-type]
         else:
             spec = JobSpec(kind="message", channel_id=post.channel_id, message_id=post.message_id, show_place=False, **common)  # type: ignore[arg-type]
         try:
@@ -219,7 +282,7 @@ class Watcher:
             log.warning("cannot post alt text in channel %s: %s", post.channel_id, exc)
 
     async def _keep(self, post: WatchedPost, reports: list[ImageReport]) -> None:
-        if self.mod.keep_days <= 0:
+        if self.mod_for(post.guild_id).keep_days <= 0:
             return
         rows = [
             CaptionRow(
@@ -243,17 +306,22 @@ class Watcher:
             log.exception("could not keep the captions of message %s", post.message_id)
 
     async def _alert(self, rule: ModerationRule, verdict: Verdict, report: ImageReport, post: WatchedPost) -> None:
-        if self.mod.log_channel is None:
+        log_channel = self.log_channel(post.guild_id)
+        if log_channel is None:
             return
-        content, allowed = alert_mentions(rule)
+        content, allowed = alert_mentions(rule) if self._role_here(rule.alert_role, post.guild_id) else ("", NO_MENTIONS)
         embed = alert_embed(rule, verdict, report, post)
-        view = AlertView(self.mod, jump_url=post.jump_url, can_delete=self._can_delete(post.channel_id))
+        view = AlertView(
+            self.mod, jump_url=post.jump_url, can_delete=self._can_delete(post.channel_id), trial=rule.trial,
+            settings_for=self.mod_for, on_review=self.reviewed,
+        )
         # one nonce for the alert across retries (a retried post that had landed is not posted twice)
         nonce = nonce_key("alert", post.message_id, report.image.url, rule.name)
         for attempt in range(3):
             try:
-                channel = await messageable(self.client, self.mod.log_channel)
-                await channel.send(content or None, embed=embed, view=view, allowed_mentions=allowed, nonce=nonce)
+                channel = await messageable(self.client, log_channel)
+                sent = await channel.send(content or None, embed=embed, view=view, allowed_mentions=allowed, nonce=nonce)
+                await self._record_alert(sent.id, rule, verdict, report, post)
                 return
             except discord.NotFound as exc:
                 if exc.code != 10008 or nonce.endswith("r"):
@@ -269,6 +337,35 @@ class Watcher:
             except Exception:
                 log.exception("could not post the alert of rule %s for message %s", rule.name, post.message_id)
                 return
+
+    async def _record_alert(self, alert_id: int, rule: ModerationRule, verdict: Verdict, report: ImageReport, post: WatchedPost) -> None:
+        if post.guild_id is None:
+            return
+        try:
+            await self.record.add_alert(
+                post.guild_id, rule.name, alert_id=alert_id, message_id=post.message_id, channel_id=post.channel_id,
+                poster_id=post.poster_id, image_hash=report.image_hash, trial=rule.trial, remembered=verdict.remembered is not None,
+                created=post.created,
+            )
+        except Exception:
+            log.exception("could not record the alert of rule %s for message %s", rule.name, post.message_id)
+
+    async def reviewed(self, alert_id: int, fate: Fate, user_id: int) -> None:
+        """A moderator judged an alert: its rule's track record, and the memory of the image."""
+        try:
+            row = await self.record.review(alert_id, fate, user_id)
+        except Exception:
+            log.exception("could not record the review of alert %s", alert_id)
+            return
+        if row is not None:
+            log.info("alert %s (rule %s, message %s): %s by user %s", alert_id, row.rule, row.message_id, fate, user_id)
+
+    def _role_here(self, role_id: int | None, guild_id: int | None) -> bool:
+        """A role to mention exists in the server (a default rule's role may be another server's)."""
+        if role_id is None or guild_id is None:
+            return role_id is not None
+        guild = self.client.get_guild(guild_id)
+        return guild is None or guild.get_role(role_id) is not None
 
     def _can_delete(self, channel_id: int) -> bool:
         """The bot may manage messages where the image was posted."""
@@ -302,7 +399,16 @@ class Watcher:
         removed = await self.store.purge(now - keep_s, seen_before=now - max(keep_s, 2 * DAY_S))
         if removed:
             log.info("purged %d caption(s) older than %g day(s)", removed, self.mod.keep_days)
+        forgotten = await self.record.purge(now - keep_s)
+        if forgotten:
+            log.info("forgot the images of %d alert(s) older than %g day(s)", forgotten, self.mod.keep_days)
         return removed
+
+    async def forget_member(self, guild_id: int, member_id: int) -> tuple[int, int]:
+        """``/forget``: a member's kept captions and remembered images in one server."""
+        captions = await self.store.forget_member(member_id, guild_id)
+        images = await self.record.forget_member(guild_id, member_id)
+        return captions, images
 
     async def _purge_loop(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""Moderation: watched images (captions, rule alerts, alt text) and the moderators' search.
+"""Moderation: watched images (captions, rule alerts, alt text), the moderators' search,
+and each server's settings and rules from Discord (``/settings``, ``/rule``).
 
 A package: the listener (``watch``) and the slash commands (``search``) are
 separate cogs; the alert buttons are registered here, once, so that they work
@@ -10,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.moderation.alerts import AlertView
+from cogs.moderation.rules import Rules
 from cogs.moderation.search import Search
+from cogs.moderation.settings import Settings
 from cogs.moderation.watch import Moderation
 
 if TYPE_CHECKING:
@@ -20,5 +23,8 @@ if TYPE_CHECKING:
 async def setup(bot: LlavaBot) -> None:
     await bot.add_cog(Moderation(bot))
     await bot.add_cog(Search(bot))
+    await bot.add_cog(Settings(bot))
+    await bot.add_cog(Rules(bot))
     # persistent buttons: stable custom ids, no timeout; a press carries everything it needs
-    bot.add_view(AlertView(bot.settings.moderation))
+    watcher = bot.moderation
+    bot.add_view(AlertView(watcher.mod, settings_for=watcher.mod_for, on_review=watcher.reviewed, persistent=True))

@@ -71,7 +71,7 @@ class Search(commands.Cog):
     ) -> None:
         """Search the kept captions of watched images; moderators only, answered privately."""
         watcher = self.bot.moderation
-        if not may_moderate(watcher.mod, interaction):
+        if not may_moderate(watcher.mod_for(interaction.guild_id), interaction):
             await interaction.response.send_message(friendly(FIND_ONLY_MODERATORS), ephemeral=True)
             return
         if not watcher.store.enabled or watcher.mod.keep_days <= 0:
@@ -82,20 +82,25 @@ class Search(commands.Cog):
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         since = time.time() - days * 86400 if days else None
-        rows = await watcher.store.search(query, since=since, poster_id=member.id if member else None, limit=RESULTS)
+        rows = await watcher.store.search(
+            query, since=since, poster_id=member.id if member else None, limit=RESULTS, guild_id=interaction.guild_id
+        )
         await interaction.followup.send(results_text(query, rows), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
-    @app_commands.command(name="forget", description="Remove the kept captions of a member's images")
+    @app_commands.command(name="forget", description="Remove the kept captions and remembered images of a member's posts")
     @app_commands.describe(member="Whose images to forget (moderators: anyone; everyone else: themselves)")
     @app_commands.guild_only()
     async def forget(self, interaction: discord.Interaction, member: discord.User) -> None:
-        """Remove every kept caption of a member's images (moderators, or members about themselves)."""
+        """In this server: remove every kept caption of a member's images and what the decision
+        memory holds of them (moderators, or members about themselves)."""
         watcher = self.bot.moderation
-        if member.id != interaction.user.id and not may_moderate(watcher.mod, interaction):
+        if member.id != interaction.user.id and not may_moderate(watcher.mod_for(interaction.guild_id), interaction):
             await interaction.response.send_message(friendly(FORGET_ONLY_MODERATORS), ephemeral=True)
             return
-        removed = await watcher.store.forget_member(member.id)
-        log.info("user %s had the kept captions of user %s removed (%d)", interaction.user.id, member.id, removed)
+        assert interaction.guild_id is not None  # guild_only
+        captions, images = await watcher.forget_member(interaction.guild_id, member.id)
+        log.info("user %s had user %s forgotten: %d caption(s), %d remembered image(s)", interaction.user.id, member.id, captions, images)
         await interaction.response.send_message(
-            f"Forgot {removed} kept caption(s) of images posted by <@{member.id}>.", ephemeral=True, allowed_mentions=NO_MENTIONS
+            f"Forgot {captions} kept caption(s) and {images} remembered image(s) of <@{member.id}>'s posts in this server.",
+            ephemeral=True, allowed_mentions=NO_MENTIONS,
         )

@@ -50,7 +50,7 @@ class Moderation(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or message.guild is None:
             return
-        if not self.bot.moderation.watches(channel_ids(message.channel)):
+        if not self.bot.moderation.watches(channel_ids(message.channel), message.guild.id):
             return
         await self._check(message)
 
@@ -61,7 +61,7 @@ class Moderation(commands.Cog):
         when the message had no picture before)."""
         if after.author.bot or after.guild is None or len(after.embeds) <= len(before.embeds):
             return
-        if not self.bot.moderation.watches(channel_ids(after.channel)):
+        if not self.bot.moderation.watches(channel_ids(after.channel), after.guild.id):
             return
         cfg = self.bot.settings.discord
         if pictures_of(before, cdn_url=cfg.cdn_url, media_url=cfg.media_url).found:

@@ -94,8 +94,21 @@ async def moderated(fake: FakeDiscord, tiny_pair, tmp_path: Path, monkeypatch: p
         yield start
 
 
-async def post_image(fake: FakeDiscord, colour: str, channel: int = GENERAL_ID, user: int = BOB_ID, **att: Any) -> dict:
-    attachment = fake.add_attachment(f"{colour}.png", solid(colour), channel_id=channel, **att)
+def dotted(colour: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    """Mostly ``colour``, with small white squares: another picture than :func:`solid` to the
+    decision memory (its perceptual hash is far from a plain square's)."""
+    img = Image.new("RGB", size, PALETTE[colour])
+    for x in range(0, size[0], 16):
+        for y in range(0, size[1], 16):
+            if (x // 16 + y // 16) % 2:
+                img.paste((255, 255, 255), (x, y, x + 6, y + 6))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def post_image(fake: FakeDiscord, colour: str, channel: int = GENERAL_ID, user: int = BOB_ID, data: bytes | None = None, **att: Any) -> dict:
+    attachment = fake.add_attachment(f"{colour}.png", data or solid(colour), channel_id=channel, **att)
     return await fake.user_message(user, channel, "", attachments=[attachment])
 
 
@@ -203,7 +216,7 @@ async def test_buttons_only_for_moderators_looks_fine_and_delete(fake: FakeDisco
     assert reviewed["content"] == alert["content"]
     assert first["id"] in {str(m) for m in fake.messages}  # nothing deleted
 
-    second = await post_image(fake, "red")
+    second = await post_image(fake, "red", data=dotted("red"))  # not the picture judged fine
     alert2 = await fake.wait_for_sent(lambda s: s["channel_id"] == MOD_LOG_ID and s["id"] != alert["id"] and s["via"] == "channel")
     await checked(bot, second)
     assert len(await bot.moderation.store.search("red")) == 2
@@ -299,7 +312,7 @@ async def test_find_forget_and_purge(fake: FakeDiscord, moderated) -> None:
     assert ephemeral_lines(fake, it) == ["⚠️ Only moderators can forget another member's images."]
     it = await fake.slash_command(CAROL_ID, GENERAL_ID, "forget", {"member": BOB_ID})
     await fake.wait_for_callback(lambda c: c["interaction_id"] == it.id)
-    assert ephemeral_lines(fake, it) == [f"Forgot 1 kept caption(s) of images posted by <@{BOB_ID}>."]
+    assert ephemeral_lines(fake, it) == [f"Forgot 1 kept caption(s) and 1 remembered image(s) of <@{BOB_ID}>'s posts in this server."]
     assert await bot.moderation.store.search("red") == []
     assert len(await bot.moderation.store.search("square")) == 1
 
@@ -353,11 +366,11 @@ async def test_a_restart_repeats_no_step_of_a_watched_image(fake: FakeDiscord, t
         await fake.wait_for_sent(lambda s: s["channel_id"] == MOD_LOG_ID)
         await fake.wait_until(lambda: len(store._db.execute("SELECT steps FROM mod_seen").fetchone()[0] or "") > 10, what="steps recorded")
         await settled(fake, bot)
-        assert json.loads(store._db.execute("SELECT steps FROM mod_seen").fetchone()[0]) == ["alt", "alert:0:red-things"]
+        assert json.loads(store._db.execute("SELECT steps FROM mod_seen").fetchone()[0]) == ["alt", "record", "alert:0:red-things"]
         monkeypatch.undo()
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
     if left.startswith("the alert unrecorded"):
-        db.execute("UPDATE mod_seen SET steps = ?", (json.dumps(["alt"]),))
+        db.execute("UPDATE mod_seen SET steps = ?", (json.dumps(["alt", "record"]),))
     else:
         fake.nonce_window_s = 0.0
     db.commit()
