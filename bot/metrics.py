@@ -74,6 +74,15 @@ class _StateCollector(Collector):
                 yield checks
                 yield matches
                 yield undecided
+                remembered = CounterMetricFamily(
+                    "llava_bot_rule_remembered",
+                    "Rule questions answered from the moderators' decision memory instead of the model, by rule and decision"
+                    " (fine: no alert; deleted: alerted at once)",
+                    labels=["rule", "decision"],
+                )
+                for (rule, decision), count in sorted(checker.remembered.items()):
+                    remembered.add_metric([rule, decision], count)
+                yield remembered
         loaded = GaugeMetricFamily("llava_bot_model_loaded", "1 when the engine is ready", labels=["engine"])
         offload = GaugeMetricFamily("llava_bot_gpu_offload", "1 when the text model runs on a GPU", labels=["engine"])
         for engine in self.runtime.engines:

@@ -10,8 +10,10 @@ the structure plus a colour hash, as pHash alone takes a red and a blue square o
 shape for one picture).  :meth:`RecordStore.recall` finds the latest ``fine`` /
 ``deleted`` decision in the same server about a :func:`near` image, so a repost after
 "Looks fine" raises no alert for that rule and one after "Delete message" is alerted
-at once, without asking the model.  Forgetting a member or a message, and
-``moderation.keep_days``, drop the hash and the poster id; the counts stay.
+at once, without asking the model.  ``/forget`` (a member, in one server) and
+``moderation.keep_days`` drop the hash and the poster id; the counts stay.  A deleted
+message keeps its hash: Discord does not say who deleted it, and a repost of a
+picture moderators deleted is what the memory is for.
 
 The ``rec_*`` tables live in the state database (their own connection), with a
 numbered schema (``rec_schema``) brought up to date at open by :data:`MIGRATIONS`.
@@ -351,11 +353,6 @@ class RecordStore(SqliteFile):
     def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         assert self._db is not None
         return list(self._db.execute(sql, args))
-
-    async def forget_message(self, message_id: int) -> int:
-        """Forget the images of one message (hash and poster id; counts stay); rows changed.
-        The caller decides when (not for messages removed with "Delete message")."""
-        return int(await self._call(self._run, f"{_FORGET} WHERE message_id = ? AND {_KEPT}", (message_id,)))
 
     async def purge(self, before: float) -> int:
         """Forget the hashes and poster ids of alerts created before ``before``, and the

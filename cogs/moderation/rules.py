@@ -233,7 +233,7 @@ class Rules(commands.Cog):
         """Fetch the latest watched messages again (fresh attachment links; deleted ones are
         skipped), ask the rule about up to ``count`` of their images, and say what matched."""
         started = time.perf_counter()
-        posts, skipped = await self._recent_posts(guild, count)
+        posts, skipped = await self._recent_posts(guild, rule, count)
         if not posts:
             return friendly(NOTHING_SEEN)
         matched: list[tuple[WatchedPost, ImageReport]] = []
@@ -268,9 +268,10 @@ class Rules(commands.Cog):
             lines.append(line)
         return "\n".join(lines)
 
-    async def _recent_posts(self, guild: discord.Guild, count: int) -> tuple[list[WatchedPost], int]:
-        """The latest watched messages of this server with their images as they are now,
-        newest first, until ``count`` images; and how many were gone."""
+    async def _recent_posts(self, guild: discord.Guild, rule: "ModerationRule", count: int) -> tuple[list[WatchedPost], int]:
+        """The latest watched messages of this server (in the rule's channels, if it names
+        any) with their images as they are now, newest first, until ``count`` images; and
+        how many were gone."""
         cfg = self.bot.settings.discord
         posts: list[WatchedPost] = []
         images = skipped = 0
@@ -287,6 +288,8 @@ class Rules(commands.Cog):
                 skipped += 1
                 continue
             post = watched_post(message, addressed_to(message, self.bot.user), cdn_url=cfg.cdn_url, media_url=cfg.media_url)
+            if rule.channels and not post.channels & set(rule.channels):
+                continue  # the rule is kept to other channels
             keep = post.images[: count - images]
             if keep:
                 posts.append(dataclasses.replace(post, images=keep))

@@ -21,6 +21,7 @@ import discord
 from discord.ext import commands
 
 from bot.testing.fake_discord import FakeDiscord
+from bot.testing.fake_discord.ids import FLAG_EPHEMERAL
 from tests.helpers import ROOT
 
 if TYPE_CHECKING:
@@ -194,3 +195,15 @@ async def settled(fake: FakeDiscord, bot: Any = None, *, grace: float = 0.2, tim
         if now > deadline:
             raise TimeoutError(f"the fake was not quiet for {grace}s within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+async def private_answer(fake: FakeDiscord, user: int, channel: int, name: str, options: dict | None = None, **kw: Any) -> str:
+    """Run a slash command and return its private answer's text (the follow-up's, when the bot
+    deferred); fails if the answer is not ephemeral."""
+    it = await fake.slash_command(user, channel, name, options or {}, **kw)
+    first = await fake.wait_for_callback(lambda c: c["interaction_id"] == it.id, timeout=30)
+    assert first["data"].get("flags", 0) & FLAG_EPHEMERAL, f"{name}: the answer is not private"
+    if first["type"] == 5:  # deferred: the answer is the follow-up
+        sent = await fake.wait_for_sent(lambda s: s["interaction_id"] == it.id and s["via"] == "followup", timeout=60)
+        return str(sent["content"])
+    return str(first["data"].get("content", ""))
