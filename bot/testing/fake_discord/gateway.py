@@ -28,6 +28,7 @@ from bot.testing.fake_discord.ids import (
     OP_RESUME,
     OP_VOICE,
     PRIVILEGED_INTENTS,
+    Perm,
 )
 from bot.testing.fake_discord.records import GatewayEvent
 from bot.testing.fake_discord.state import Connection, FakeState
@@ -148,8 +149,13 @@ class GatewayMixin(FakeState):
 
     def guild_create_payload(self, guild_id: int = GUILD_ID) -> dict[str, Any]:
         guild, roles, members = self._guild_parts(guild_id)
-        channels = [
-            {k: v for k, v in c.items() if k != "guild_id"} for c in self.channels.values() if c.get("guild_id") == str(guild_id)
+        in_guild = [c for c in self.channels.values() if c.get("guild_id") == str(guild_id)]
+        channels = [{k: v for k, v in c.items() if k != "guild_id"} for c in in_guild if "thread_metadata" not in c]
+        # the active threads the bot can see (with its thread member where it joined)
+        threads = [
+            self._thread_payload(c)
+            for c in in_guild
+            if "thread_metadata" in c and not c["thread_metadata"]["archived"] and self.permissions(BOT_ID, int(c["id"])) & Perm.VIEW_CHANNEL
         ]
         return dict(
             guild,
@@ -162,7 +168,7 @@ class GatewayMixin(FakeState):
             joined_at=members[BOT_ID]["joined_at"],
             presences=[],
             voice_states=[],
-            threads=[],
+            threads=threads,
             stage_instances=[],
             guild_scheduled_events=[],
             soundboard_sounds=[],

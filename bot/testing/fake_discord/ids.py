@@ -42,6 +42,13 @@ PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESS
 FLAG_EPHEMERAL = 1 << 6
 FLAG_LOADING = 1 << 7
 FLAG_HAS_SNAPSHOT = 1 << 14  # a forward (discord.py: MessageFlags.forwarded)
+FLAG_HAS_THREAD = 1 << 5  # a thread was started from this message (it has the message's id)
+
+# Channel types (threads)
+ANNOUNCEMENT_THREAD, PUBLIC_THREAD, PRIVATE_THREAD = 10, 11, 12
+THREAD_TYPES = (ANNOUNCEMENT_THREAD, PUBLIC_THREAD, PRIVATE_THREAD)
+#: message type of the first message of a thread started from a message
+MSG_THREAD_STARTER = 21
 
 
 class Perm:
@@ -65,7 +72,9 @@ class Perm:
     USE_EXTERNAL_EMOJIS = 1 << 18
     CHANGE_NICKNAME = 1 << 26
     USE_APPLICATION_COMMANDS = 1 << 31
+    MANAGE_THREADS = 1 << 34
     CREATE_PUBLIC_THREADS = 1 << 35
+    CREATE_PRIVATE_THREADS = 1 << 36
     SEND_MESSAGES_IN_THREADS = 1 << 38
     ALL = (1 << 51) - 1
 
@@ -81,6 +90,7 @@ class Perm:
         | CHANGE_NICKNAME
         | USE_APPLICATION_COMMANDS
         | CREATE_PUBLIC_THREADS
+        | CREATE_PRIVATE_THREADS
         | SEND_MESSAGES_IN_THREADS
     )
     DM_DEFAULT = (

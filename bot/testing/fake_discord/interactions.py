@@ -196,7 +196,9 @@ class InteractionsMixin(FakeState):
 
     # ------------------------------------------------------------------ user actions: commands
 
-    def _interaction_base(self, user_id: int, channel_id: int, itype: int, data: dict[str, Any], command_type: int) -> FakeInteraction:
+    def _interaction_base(
+        self, user_id: int, channel_id: int, itype: int, data: dict[str, Any], command_type: int, locale: str = "en-US"
+    ) -> FakeInteraction:
         ch = self._channel(channel_id)
         iid = self._snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
@@ -210,7 +212,7 @@ class InteractionsMixin(FakeState):
             "token": token,
             "version": 1,
             "app_permissions": str(self.permissions(BOT_ID, channel_id)),
-            "locale": "en-US",
+            "locale": locale,  # the user's Discord language
             "entitlements": [],
             "attachment_size_limit": self.attachment_size_limit,
         }
@@ -334,8 +336,10 @@ class InteractionsMixin(FakeState):
         *,
         guild_command: bool | None = None,
         timeout: float = 10.0,
+        locale: str = "en-US",
     ) -> FakeInteraction:
         """A user runs ``/name`` -> INTERACTION_CREATE (type 2, chat input); returns the interaction once sent.
+        ``locale``: the user's Discord language ("fr", "pt-BR"), the interaction's ``locale``.
 
         ``name`` may be ``"group sub"`` or ``"group sub leaf"`` for subcommands. Option types come from the
         registered command when the bot synced it, else from the values (an :meth:`add_attachment` dict is an
@@ -364,12 +368,13 @@ class InteractionsMixin(FakeState):
             container.append(self._option(opt_name, value, spec, resolved, is_guild, user_id=user_id, channel_id=channel_id))
         if resolved:
             data["resolved"] = resolved
-        it = self._interaction_base(user_id, channel_id, 2, data, 1)
+        it = self._interaction_base(user_id, channel_id, 2, data, 1, locale)
         await self._delivered(self._dispatch("INTERACTION_CREATE", it.payload), timeout)
         return it
 
     async def message_context_menu(
-        self, user_id: int, channel_id: int, name: str, target_message_id: int, *, guild_command: bool | None = None, timeout: float = 10.0
+        self, user_id: int, channel_id: int, name: str, target_message_id: int, *, guild_command: bool | None = None, timeout: float = 10.0,
+        locale: str = "en-US",
     ) -> FakeInteraction:
         """A user runs the message command ``name`` on a stored message -> INTERACTION_CREATE (data.type 3)."""
         target = self.messages.get(int(target_message_id))
@@ -379,7 +384,7 @@ class InteractionsMixin(FakeState):
         data.pop("_registered")
         resolved_msg = {k: v for k, v in target.items() if k not in ("member", "referenced_message")}
         data.update(target_id=str(target_message_id), resolved={"messages": {str(target_message_id): resolved_msg}})
-        it = self._interaction_base(user_id, channel_id, 2, data, 3)
+        it = self._interaction_base(user_id, channel_id, 2, data, 3, locale)
         await self._delivered(self._dispatch("INTERACTION_CREATE", it.payload), timeout)
         return it
 

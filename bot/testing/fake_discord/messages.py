@@ -33,6 +33,9 @@ class MessagesMixin(FakeState):
 
     def _rest_message(self, msg: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in msg.items() if k != "member"}
+        thread = self._thread_of_message(msg)
+        if thread is not None:  # the thread started from it, as it is now
+            out["thread"] = thread
         return out
 
     async def _get_history(self, rec: RecordedRequest, cid: str) -> web.Response:
@@ -89,7 +92,10 @@ class MessagesMixin(FakeState):
             raise ApiError(400, 50006, "Cannot send an empty message")
 
     def _store_upload(self, f: dict[str, Any], channel_id: int) -> dict[str, Any]:
-        return self.add_attachment(f["filename"], f["data"], content_type=f.get("content_type"), channel_id=channel_id)
+        # Discord names the type from the file (clients, discord.py too, upload as octet-stream)
+        declared = f.get("content_type")
+        content_type = None if declared in (None, "application/octet-stream") else declared
+        return self.add_attachment(f["filename"], f["data"], content_type=content_type, channel_id=channel_id)
 
     def _resolve_mentions(
         self, content: str, allowed: dict[str, Any] | None, replied_author: int | None, guild: bool
@@ -177,12 +183,16 @@ class MessagesMixin(FakeState):
         if extra:
             msg.update(extra)
         ch["last_message_id"] = msg["id"]
+        self._count_in_thread(ch, msg)
         self.messages[int(msg["id"])] = msg
         return msg
 
     def _gateway_message(self, msg: dict[str, Any]) -> dict[str, Any]:
         """The MESSAGE_CREATE/UPDATE shape, without content when the session lacks the message-content intent."""
         out = dict(msg)
+        thread = self._thread_of_message(msg)
+        if thread is not None:
+            out["thread"] = thread
         if not self._intents & INTENT_MESSAGE_CONTENT and "guild_id" in msg and msg["author"]["id"] != str(BOT_ID):
             mentioned = any(u["id"] == str(BOT_ID) for u in msg.get("mentions", []))
             if not mentioned:
@@ -212,6 +222,10 @@ class MessagesMixin(FakeState):
         replied_author = None
         if reference:
             target = self.messages.get(int(reference.get("message_id", 0)))
+            if target is not None and target["channel_id"] != str(reference.get("channel_id") or channel_id):
+                target = None  # the message is looked up in the reference's channel
+            if target is not None and target["channel_id"] != str(channel_id):
+                target = None  # a reply is in its message's channel (a thread's is the thread)
             if target is None:
                 if reference.get("fail_if_not_exists", True):
                     raise form_error(
@@ -283,6 +297,7 @@ class MessagesMixin(FakeState):
 
     async def _post_message(self, rec: RecordedRequest, cid: str) -> web.Response:
         channel_id = int(self._channel(cid)["id"])
+        self._open_for_posting(channel_id, BOT_ID)
         data = rec.json if isinstance(rec.json, dict) else {}
         nonce = data.get("nonce")
         if nonce is not None and len(str(nonce)) > 25:
@@ -308,6 +323,7 @@ class MessagesMixin(FakeState):
         return self._json(self._rest_message(msg))
 
     def _apply_edit(self, msg: dict[str, Any], data: dict[str, Any], files: list[dict[str, Any]]) -> None:
+        self._check_editable(int(msg["channel_id"]))
         if sum(f["size"] for f in files) > self.upload_limit:
             raise ApiError(413, 40005, "Request entity too large")
         kept = msg.get("attachments", [])
@@ -353,6 +369,9 @@ class MessagesMixin(FakeState):
 
     def _forget_message(self, msg: dict[str, Any], via: str) -> GatewayEvent | None:
         del self.messages[int(msg["id"])]
+        channel = self.channels.get(int(msg["channel_id"]))
+        if channel is not None and "thread_metadata" in channel and msg.get("position"):
+            channel["message_count"] = max(0, channel["message_count"] - 1)
         self.deleted.append(
             {"id": int(msg["id"]), "channel_id": int(msg["channel_id"]), "via": via, "time": time.monotonic()}
         )
@@ -423,6 +442,7 @@ class MessagesMixin(FakeState):
         embeds and a MESSAGE_UPDATE (:meth:`unfurl`) brings them; returns once both went over.
         """
         ch = self._channel(channel_id)
+        self._open_for_posting(channel_id, author_id)  # in an archived thread: unarchived first
         bot_mention = f"<@{BOT_ID}>"
         if mentions_bot and bot_mention not in content and f"<@!{BOT_ID}>" not in content:
             content = f"{bot_mention} {content}".rstrip()

@@ -287,6 +287,7 @@ class ModelMixin(FakeState):
         if channel_id is not None:
             if self._is_dm(channel_id):
                 return Perm.DM_DEFAULT
+            channel_id = self._parent_of(channel_id)  # a thread has its parent's permissions
             guild_id = self.guild_of(channel_id)
         gid = GUILD_ID if guild_id is None else guild_id
         guild, roles, members = self._guild_parts(gid)

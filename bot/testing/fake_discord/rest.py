@@ -210,7 +210,8 @@ class RestMixin(FakeState):
 
     async def _get_guild_channels(self, rec: RecordedRequest, gid: str) -> web.Response:
         self._check_guild(gid)
-        return self._json([c for c in self.channels.values() if c.get("guild_id") == gid])
+        # Discord lists a guild's channels, never its threads
+        return self._json([c for c in self.channels.values() if c.get("guild_id") == gid and "thread_metadata" not in c])
 
     async def _get_guild_roles(self, rec: RecordedRequest, gid: str) -> web.Response:
         self._check_guild(gid)
@@ -229,4 +230,6 @@ class RestMixin(FakeState):
         return ch
 
     async def _get_channel(self, rec: RecordedRequest, cid: str) -> web.Response:
-        return self._json(self._channel(cid))
+        ch = self._channel(cid)
+        # a thread comes with the bot's thread member, when it joined
+        return self._json(self._thread_payload(ch) if "thread_metadata" in ch else ch)

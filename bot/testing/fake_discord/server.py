@@ -24,12 +24,13 @@ from bot.testing.fake_discord.model import ModelMixin
 from bot.testing.fake_discord.records import FailureRule, RecordedRequest
 from bot.testing.fake_discord.rest import RestMixin
 from bot.testing.fake_discord.state import Handler, Route
+from bot.testing.fake_discord.threads import ThreadsMixin
 
 # --------------------------------------------------------------------------- the fake
 
 
 class FakeDiscord(
-    ModelMixin, RestMixin, MessagesMixin, CommandsMixin, InteractionsMixin, ComponentsMixin, CdnMixin, GatewayMixin
+    ModelMixin, RestMixin, MessagesMixin, ThreadsMixin, CommandsMixin, InteractionsMixin, ComponentsMixin, CdnMixin, GatewayMixin
 ):
     """A fake Discord for one bot: REST, gateway and CDN on one local aiohttp server.
 
@@ -74,6 +75,7 @@ class FakeDiscord(
         self.guild = {}
         self.other_guilds = {}  # the bot's other guilds: add_guild()
         self.messages = {}  # every message by id (user and bot)
+        self.thread_members = {}  # thread id -> user id -> thread member
         #: enforced nonces of bot-created messages: nonce -> (message id, when)
         self.nonces = {}
         #: creates answered with the message an earlier create with the same nonce made
@@ -217,6 +219,14 @@ class FakeDiscord(
             ("PATCH", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._edit_message, True),
             ("DELETE", r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid"), self._delete_message, True),
             ("POST", r"/channels/" + ID.format("cid") + r"/typing", self._typing, True),
+            (
+                "POST",
+                r"/channels/" + ID.format("cid") + r"/messages/" + ID.format("mid") + r"/threads",
+                self._start_thread_from_message,
+                True,
+            ),
+            ("POST", r"/channels/" + ID.format("cid") + r"/threads", self._start_thread_without_message, True),
+            ("GET", r"/guilds/" + ID.format("gid") + r"/threads/active", self._get_active_threads, True),
             ("GET", r"/stickers/" + ID.format("sid"), self._get_sticker, True),
             (
                 "PUT",

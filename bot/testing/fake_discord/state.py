@@ -72,6 +72,8 @@ class FakeState:
     #: the bot's other guilds (:meth:`ModelMixin.add_guild`): guild id -> {"guild", "roles", "members"}
     other_guilds: dict[int, dict[str, Any]]
     messages: dict[int, dict[str, Any]]
+    #: each thread's members: thread id -> user id -> thread member object
+    thread_members: dict[int, dict[int, dict[str, Any]]]
     nonces: dict[str, tuple[int, float]]
     nonce_hits: list[dict[str, Any]]
     _closing: asyncio.Event
@@ -239,6 +241,22 @@ class FakeState:
         def _apply_edit(self, msg: dict[str, Any], data: dict[str, Any], files: list[dict[str, Any]]) -> None: ...
 
         def _forget_message(self, msg: dict[str, Any], via: str) -> GatewayEvent | None: ...
+
+        def _stored(self, cid: Any, mid: Any) -> dict[str, Any]: ...
+
+        # ThreadsMixin (threads.py)
+
+        def _thread_of_message(self, msg: dict[str, Any]) -> dict[str, Any] | None: ...
+
+        def _thread_payload(self, thread: dict[str, Any], for_user: int | None = ...) -> dict[str, Any]: ...
+
+        def _parent_of(self, channel_id: int) -> int: ...
+
+        def _count_in_thread(self, ch: dict[str, Any], msg: dict[str, Any]) -> None: ...
+
+        def _open_for_posting(self, channel_id: int, user_id: int) -> None: ...
+
+        def _check_editable(self, channel_id: int) -> None: ...
 
         # GatewayMixin (gateway.py)
 
