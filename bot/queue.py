@@ -22,6 +22,12 @@ together in its own single thread, and a job waits in line until a slot is
 free.  An exception in one job goes to that job's caller only; a
 consumer that dies anyway is logged and restarted (its job goes back to the
 front of the line).  A probe that raises counts as "still down".
+
+A job can be stopped by its asker (:meth:`JobHandle.stop`): a waiting one
+leaves the line at once, a running one ends at its next token and its engine
+takes the next job.  :meth:`JobHandle.eta_s` estimates how long a waiting job
+still waits, from each engine's recent service times (its slots and every
+engine that is up included).
 """
 
 from __future__ import annotations
@@ -113,6 +119,11 @@ class _Job:
     on_text: Callable[[str], None] | None = None
     #: called on the event loop when the job starts again on another engine (drop the text so far)
     on_restart: Callable[[], None] | None = None
+    #: its asker stopped it: a running generation ends at its next token
+    stop_requested: bool = False
+    #: the engine that runs it, and since when (perf_counter)
+    engine: str = ""
+    began: float = 0.0
 
     @property
     def lane(self) -> Lane:
@@ -149,6 +160,22 @@ class JobHandle:
     def cancel(self) -> bool:
         """Drop the job if it has not started yet.  True if it was dropped."""
         return self._queue._cancel(self._job)
+
+    def stop(self) -> bool:
+        """The asker cancels: a waiting job is dropped at once, a running one ends at its
+        next token (``result()`` raises :class:`JobCancelled` either way).  False when
+        it had already finished."""
+        if self._job.future.done():
+            return False
+        if self.cancel():
+            return True
+        self._job.stop_requested = True
+        return True
+
+    def eta_s(self) -> float | None:
+        """About how long until an engine takes this waiting job (None: started, or no
+        service time measured yet)."""
+        return self._queue._eta_of(self._job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +257,8 @@ class InferenceQueue:
         self.latencies: deque[float] = deque(maxlen=latency_window)
         #: seconds an engine sat idle between two jobs while the next one was already waiting
         self.idle_gaps: deque[float] = deque(maxlen=latency_window)
+        #: engine name -> its recent service times (a job's start to its end), for estimates
+        self.service_s: dict[str, deque[float]] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -394,6 +423,32 @@ class InferenceQueue:
             index += len(self._waiting["question"])
         return index + len(self._running)
 
+    def _eta_of(self, job: _Job) -> float | None:
+        """When the job would start if each engine slot keeps its recent pace: the running
+        jobs' remaining time, then the jobs ahead of it handed to whichever slot frees first."""
+        ahead = self._position_of(job)
+        if ahead is None:
+            return None
+        pace = {name: statistics.fmean(times) for name, times in self.service_s.items() if times}
+        if not pace:
+            return None
+        default = statistics.fmean(pace.values())
+        now = time.perf_counter()
+        up = [e for e in self._engines if e.info.name not in self.down] or self._engines
+        free: list[tuple[float, float]] = []  # (when a slot is free, the pace of its engine)
+        for engine in up:
+            name = engine.info.name
+            mean = pace.get(name, default)
+            running = [j for j in self._running if j.engine == name]
+            free += [(max(0.0, mean - (now - j.began)), mean) for j in running[: _slots(engine)]]
+            free += [(0.0, mean)] * max(0, _slots(engine) - len(running))
+        waiting_ahead = ahead - len(self._running)
+        for _ in range(max(0, waiting_ahead)):
+            free.sort()
+            at, mean = free[0]
+            free[0] = (at + mean, mean)
+        return min(at for at, _ in free)
+
     def _cancel(self, job: _Job) -> bool:
         try:
             self._waiting[job.lane].remove(job)
@@ -455,6 +510,7 @@ class InferenceQueue:
 
     async def _run_job(self, engine: Engine, executor: ThreadPoolExecutor, run: Callable[[_Job], Answer], job: _Job) -> None:
         started = time.perf_counter()
+        job.engine, job.began = engine.info.name, started
         try:
             answer = await asyncio.get_running_loop().run_in_executor(executor, run, job)
         except asyncio.CancelledError:
@@ -472,7 +528,13 @@ class InferenceQueue:
         if self._stop_now and answer.finish_reason == "cancelled":
             self._finish(job, error=QueueClosed(STOPPED, parked=self._parking))
             return
+        if job.stop_requested and answer.finish_reason == "cancelled":
+            self.cancelled += 1
+            self._finish(job, error=JobCancelled(f"job {job.id} was cancelled by its asker"))
+            return
         answer.timings.queue_wait_s = started - job.submitted
+        answer.engine = engine.info.name
+        self.service_s.setdefault(engine.info.name, deque(maxlen=20)).append(time.perf_counter() - started)
         self._finish(job, answer=answer)
 
     def _runner(self, engine: Engine) -> Callable[[_Job], Answer]:
@@ -480,10 +542,10 @@ class InferenceQueue:
         loop = asyncio.get_running_loop()
         last_end: list[float] = []  # when the engine thread last finished a job
 
-        def should_stop() -> bool:
-            return self._stop_now
-
         def run(job: _Job) -> Answer:
+            def should_stop() -> bool:
+                return self._stop_now or job.stop_requested
+
             begin = time.perf_counter()
             if last_end and job.submitted < last_end[0]:
                 # This job was already waiting: the engine sat idle for this long.
@@ -558,7 +620,7 @@ class InferenceQueue:
                     listener(answer)
                 except Exception:
                     log.exception("queue listener failed")
-        else:
+        elif not isinstance(error, JobCancelled):  # a cancel is counted where it happens
             self.failed += 1
         self._settle(job, answer=answer, error=error)
 

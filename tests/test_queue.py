@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 
 import pytest
 
@@ -552,4 +553,71 @@ async def test_a_job_put_back_after_its_engine_went_down_starts_its_text_again()
     assert events == ["<restart>"]  # the receiver drops what it had (nothing here), then...
     flaky.up.set()
     assert (await handle.result()).text == "Q"  # ...the job runs again when the engine is back
+    await queue.close()
+
+
+# -- the asker stops a job; how long a waiting job waits --------------------------------------------
+
+
+async def test_the_asker_stops_a_waiting_job_at_once_and_a_running_one_between_tokens():
+    engine = StoppableEngine()
+    queue = InferenceQueue(engine, max_size=5, per_user=5)
+    await queue.start()
+    running = queue.submit(req("long"), user_id=1)
+    await started(engine)
+    waiting = queue.submit(req("next"), user_id=2)
+    third = queue.submit(req("third"), user_id=3)
+    assert waiting.stop() is True
+    with pytest.raises(JobCancelled):
+        await asyncio.wait_for(waiting.result(), 1)
+    assert third.current_position() == 1  # it moved up at once
+    began = time.perf_counter()
+    assert running.stop() is True
+    with pytest.raises(JobCancelled):
+        await asyncio.wait_for(running.result(), 5)
+    assert time.perf_counter() - began < 1  # at its next "token", not after 10 s
+    await started(engine)  # the engine took the next job
+    assert third.current_position() is None
+    assert queue.cancelled == 2 and queue.failed == 0
+    assert running.stop() is False  # over: nothing to stop
+    third.stop()
+    await queue.close()
+
+
+async def test_the_estimate_follows_the_measured_pace_slots_and_engines():
+    engine = FakeEngine(delay=0.2)
+    queue = InferenceQueue(engine, max_size=20, per_user=20)
+    await queue.start()
+    first = queue.submit(req("warm"), user_id=1)
+    assert first.eta_s() is None  # started at once
+    await first.result()
+    assert queue.service_s["fake"] and 0.15 < queue.service_s["fake"][0] < 1.0
+    engine.gate.clear()
+    handles = [queue.submit(req(f"q{i}"), user_id=1) for i in range(4)]
+    await started(engine)
+    pace = queue.service_s["fake"][0]
+    # one slot: the running job's rest, then one pace per job ahead
+    etas = [h.eta_s() for h in handles[1:]]
+    assert etas[0] is not None and 0 < etas[0] <= pace
+    for k, eta in enumerate(etas):
+        assert eta == pytest.approx(etas[0] + k * pace, abs=0.05)
+    engine.gate.set()
+    for h in handles:
+        await h.result()
+    await queue.close()
+
+    # two slots (model.parallel = 2): the same line waits about half as long
+    engine = FakeEngine(delay=0.2)
+    engine.slots = 2
+    queue = InferenceQueue(engine, max_size=20, per_user=20)
+    queue.service_s["fake"] = deque([1.0])  # measured before
+    await queue.start()
+    engine.gate.clear()
+    handles = [queue.submit(req(f"q{i}"), user_id=1) for i in range(6)]
+    await started(engine, 2)
+    etas = [h.eta_s() for h in handles[2:]]
+    assert etas == pytest.approx([1.0, 1.0, 2.0, 2.0], abs=0.1)
+    engine.gate.set()
+    for h in handles:
+        await h.result()
     await queue.close()

@@ -83,6 +83,8 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     timings: StageTimings = field(default_factory=StageTimings)
+    #: the engine that answered (set by the queue)
+    engine: str = ""
 
 
 @dataclass(frozen=True, slots=True)
