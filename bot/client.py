@@ -20,8 +20,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.i18n import guild_locale
+from bot.i18n.commands import CatalogTranslator, LocaleTree
+from bot.jobs.cancel import CancelButton
 from bot.jobs.jobs import Jobs
 from bot.jobs.journal import Journal
+from bot.moderation.alerts import may_moderate
 from bot.moderation.watcher import Watcher
 from bot.reply import ADMIN_ONLY, OUR_FAULT, friendly
 from bot.runtime import Runtime
@@ -63,6 +67,7 @@ class LlavaBot(commands.Bot):
             intents=intents,
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
+            tree_cls=LocaleTree,  # a command runs with its asker's locale in effect
             **options,
         )
         self.settings = settings
@@ -76,6 +81,8 @@ class LlavaBot(commands.Bot):
         self.jobs = Jobs(self, settings, runtime, self.journal)
         #: the moderation features: rule checks, alerts, alt text, kept captions
         self.moderation = Watcher(self, settings, runtime, self.jobs.outcomes)
+        #: a moderator may cancel anyone's question (Manage Messages, or the server's moderator roles)
+        self.jobs.is_moderator = lambda interaction: may_moderate(self.moderation.mod_for(interaction.guild_id), interaction)
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -109,12 +116,14 @@ class LlavaBot(commands.Bot):
         await self.moderation.open()
         self._session = aiohttp.ClientSession(headers={"User-Agent": "llava-bot"})
         self.jobs.session = self._session
+        await self.tree.set_translator(CatalogTranslator())  # command names and descriptions, localized
         for name in self.initial_extensions:
             try:
                 await self.load_extension(name)
             except Exception:
                 log.exception("could not load extension %s; going on without it", name)
         self.tree.error(self.on_app_command_error)
+        self.add_dynamic_items(CancelButton)  # Cancel on notes and streaming answers, this run's and earlier ones'
         self.jobs.start_replay()
         if self.sync_on_start:
             synced = await self.tree.sync()
@@ -151,10 +160,10 @@ class LlavaBot(commands.Bot):
         if isinstance(error, commands.CommandNotFound):
             return
         if isinstance(error, commands.CheckFailure):
-            await ctx.reply(friendly(ADMIN_ONLY), mention_author=False)
+            await ctx.reply(friendly(ADMIN_ONLY, guild_locale(ctx)), mention_author=False)
             return
         log.error("command %s failed", ctx.command, exc_info=error)
-        await ctx.reply(friendly(OUR_FAULT), mention_author=False)
+        await ctx.reply(friendly(OUR_FAULT, guild_locale(ctx)), mention_author=False)
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

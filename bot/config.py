@@ -110,6 +110,9 @@ class GenerationSettings(_Section):
     max_question_chars: int = Field(2000, ge=1)
     # Stop generating after this many seconds; the user gets the partial answer, marked.
     timeout_s: float = Field(120.0, gt=0)
+    # One language for every answer ("fr", "pt-BR" or a name: "French"); None: the asker's
+    # (a slash command's locale; a mention: the language of its question).
+    language: str | None = None
 
     @model_validator(mode="after")
     def _cap(self) -> GenerationSettings:
@@ -217,8 +220,12 @@ class DiscordSettings(_Section):
     stream_edit_s: float = Field(1.0, ge=0.5)
     # Images answered per message; more are skipped with a note.
     max_images: int = Field(4, ge=1, le=10)
-    # How many earlier answers a reply-chain follow-up walks back through.
+    # How many earlier answers a reply-chain follow-up walks back through (in a
+    # conversation thread: how many earlier turns it sends).
     reply_chain_depth: int = Field(6, ge=0, le=25)
+    # A mention with a picture starts a thread on the question and is answered there;
+    # the asker's later messages in that thread are follow-ups (/ask has its own option).
+    threads: bool = False
     # Sync the slash commands with Discord at start-up (also: `llava-bot run --sync`).
     sync_commands: bool = False
     # Shards for very large bots: a number, or "auto" (Discord's recommendation).

@@ -14,8 +14,12 @@ from collections.abc import Sequence
 import aiohttp
 from yarl import URL
 
+from bot.i18n import N_
 from bot.images import ImageError, ImageLimits, check_declared_size
 from bot.reply import NOT_FROM_DISCORD
+
+DOWNLOAD_FAILED = N_("I could not download that attachment, please try again")
+DOWNLOAD_TOO_SLOW = N_("downloading that attachment took too long, please try again")
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ async def fetch_bytes(
                     raise ImageError(NOT_FROM_DISCORD)
                 if resp.status != 200:
                     log.warning("download of %s failed: HTTP %d", url, resp.status)
-                    raise ImageError("I could not download that attachment, please try again")
+                    raise ImageError(DOWNLOAD_FAILED)
                 check_declared_size(resp.content_length, limits)
                 chunks: list[bytes] = []
                 size = 0
@@ -65,7 +69,7 @@ async def fetch_bytes(
                 return b"".join(chunks)
     except TimeoutError:
         log.warning("download of %s timed out after %.0f s", url, timeout_s)
-        raise ImageError("downloading that attachment took too long, please try again") from None
+        raise ImageError(DOWNLOAD_TOO_SLOW) from None
     except aiohttp.ClientError as exc:
         log.warning("download of %s failed: %s", url, exc)
-        raise ImageError("I could not download that attachment, please try again") from None
+        raise ImageError(DOWNLOAD_FAILED) from None

@@ -56,6 +56,8 @@ from typing import TYPE_CHECKING, cast
 from PIL import Image, ImageFile, features
 from PIL.JpegImagePlugin import JpegImageFile
 
+from bot.i18n import N_
+
 if TYPE_CHECKING:
     from PIL.ImageCms import ImageCmsTransform
 
@@ -81,11 +83,14 @@ _MB = 1024 * 1024
 _WHITE = (255, 255, 255)
 
 # User-facing messages (str(ImageError)).
-MSG_EMPTY = "that file is empty"
-MSG_NOT_IMAGE = "that file is not an image"
-MSG_DAMAGED = "that image file is damaged or incomplete"
-MSG_UNREADABLE = "could not read that image"
-_PLEASE_SEND = "please send JPEG, PNG, WebP or GIF"
+MSG_EMPTY = N_("that file is empty")
+MSG_NOT_IMAGE = N_("that file is not an image")
+MSG_DAMAGED = N_("that image file is damaged or incomplete")
+MSG_UNREADABLE = N_("could not read that image")
+MSG_TOO_MANY_BYTES = N_("file is {size} MB, the limit is {limit} MB")
+MSG_TOO_MANY_PIXELS = {"image": N_("image is {size} MP, the limit is {limit} MP"), "video": N_("video is {size} MP, the limit is {limit} MP")}
+MSG_TOO_LARGE = N_("image is too large, the limit is {limit} MP")
+MSG_UNSUPPORTED = N_("{name} images are not supported here, please send JPEG, PNG, WebP or GIF")
 
 # Formats handed to Pillow.  All are plain raster formats decoded in-process;
 # MPO (camera multi-picture JPEGs) comes in through the JPEG opener.  AVIF is
@@ -185,20 +190,19 @@ def _size_text(value: int, unit: int, *, round_up: bool) -> str:
 
 def too_many_bytes(size: int, limits: ImageLimits) -> ImageError:
     return ImageError(
-        f"file is {_size_text(size, _MB, round_up=True)} MB, "
-        f"the limit is {_size_text(limits.max_bytes, _MB, round_up=False)} MB"
+        MSG_TOO_MANY_BYTES.format(size=_size_text(size, _MB, round_up=True), limit=_size_text(limits.max_bytes, _MB, round_up=False))
     )
 
 
 def too_many_pixels(pixels: int, limit: int, what: str = "image") -> ImageError:
+    template = MSG_TOO_MANY_PIXELS.get(what, "{what} is {size} MP, the limit is {limit} MP")
     return ImageError(
-        f"{what} is {_size_text(pixels, 1_000_000, round_up=True)} MP, "
-        f"the limit is {_size_text(limit, 1_000_000, round_up=False)} MP"
+        template.format(what=what, size=_size_text(pixels, 1_000_000, round_up=True), limit=_size_text(limit, 1_000_000, round_up=False))
     )
 
 
 def _unsupported(name: str) -> ImageError:
-    return ImageError(f"{name} images are not supported here, {_PLEASE_SEND}")
+    return ImageError(MSG_UNSUPPORTED.format(name=name))
 
 
 def _bomb_error(exc: Image.DecompressionBombError, limits: ImageLimits) -> ImageError:
@@ -208,10 +212,7 @@ def _bomb_error(exc: Image.DecompressionBombError, limits: ImageLimits) -> Image
         limit = min(limit, 2 * int(Image.MAX_IMAGE_PIXELS))
     match = _BOMB_PIXELS.search(str(exc))
     if match is None:
-        return ImageError(
-            f"image is too large, the limit is "
-            f"{_size_text(limit, 1_000_000, round_up=False)} MP"
-        )
+        return ImageError(MSG_TOO_LARGE.format(limit=_size_text(limit, 1_000_000, round_up=False)))
     return too_many_pixels(int(match.group(1)), limit)
 
 

@@ -8,81 +8,104 @@ refers to them by name.
 
 from __future__ import annotations
 
+import math
+
 from bot.engine.base import Answer
+from bot.i18n import N_, localize, translate, variants
 from bot.timing import footer
 
 WARN = "⚠️"
 BUSY_MARK = "⏳"
 
 # -- lines the bot says instead of an answer (friendly() adds the mark and the stop) --
-NO_IMAGE = "attach an image (or reply to a message with one) and mention me with your question"
-NOT_AN_IMAGE = "that file is not an image"
-NOT_FROM_DISCORD = "I only read pictures that Discord itself serves: attachments, stickers and Discord's previews of links"
-NO_IMAGE_IN_MESSAGE = "that message has no image"
-NOT_IN_DMS = "I don't answer in direct messages here"
-NOT_IN_CHANNEL = "I don't answer in this channel"
-NEEDS_ROLE = "you need one of the allowed roles to ask me"
-RESTARTING = "the bot is restarting, please ask again in a minute"
-STOPPED = "the bot stopped before finishing this answer"
-ENGINES_DOWN = "the model servers are not answering, please try again later"
-QUEUE_FULL = "the queue is full ({cap} waiting), please try again in a minute"
-TOO_MANY_PENDING = "you already have {count} question(s) waiting; please wait for an answer first"
-TOO_FAST = "you can ask {limit} questions a minute; please wait {wait} s"
-OUR_FAULT = "something went wrong on my side, sorry; please try again"
-GAVE_UP = "I could not answer this one, sorry"
-ADMIN_ONLY = "only the bot's owner or admins can do that"
-FIRST_IMAGES_ONLY = "only the first {count} images are answered"
+NO_IMAGE = N_("attach an image (or reply to a message with one) and mention me with your question")
+NOT_AN_IMAGE = N_("that file is not an image")
+NOT_FROM_DISCORD = N_("I only read pictures that Discord itself serves: attachments, stickers and Discord's previews of links")
+NO_IMAGE_IN_MESSAGE = N_("that message has no image")
+NOT_IN_DMS = N_("I don't answer in direct messages here")
+NOT_IN_CHANNEL = N_("I don't answer in this channel")
+NEEDS_ROLE = N_("you need one of the allowed roles to ask me")
+RESTARTING = N_("the bot is restarting, please ask again in a minute")
+STOPPED = N_("the bot stopped before finishing this answer")
+ENGINES_DOWN = N_("the model servers are not answering, please try again later")
+QUEUE_FULL = N_("the queue is full ({cap} waiting), please try again in a minute")
+TOO_MANY_PENDING = N_("you already have {count} question(s) waiting; please wait for an answer first")
+TOO_FAST = N_("you can ask {limit} questions a minute; please wait {wait} s")
+OUR_FAULT = N_("something went wrong on my side, sorry; please try again")
+GAVE_UP = N_("I could not answer this one, sorry")
+ADMIN_ONLY = N_("only the bot's owner or admins can do that")
+CANCELLED = N_("Cancelled.")
+ONLY_ASKER_CANCELS = N_("only the member who asked (or a moderator) can cancel this")
+NOT_RUNNING = N_("this question is not waiting or being answered any more")
+FIRST_IMAGES_ONLY = N_("only the first {count} images are answered")
 
 
-def friendly(reason: str) -> str:
-    """One short line for the user: the warning mark, capitalised, ending in a full stop."""
-    reason = reason.strip()
+def friendly(reason: str, locale: object = None) -> str:
+    """One short line for the user: the warning mark, capitalised, ending in a full stop;
+    in ``locale``'s language (None: the locale in effect, see :mod:`bot.i18n`)."""
+    reason = localize(reason.strip(), locale)
     if not reason:
-        reason = "something went wrong"
+        reason = translate(N_("something went wrong"), locale)
     reason = reason[0].upper() + reason[1:]
-    if reason[-1] not in ".!?)":
+    if reason[-1] not in ".!?)。！？）":
         reason += "."
     return f"{WARN} {reason}"
 
 
-def place_in_line(position: int) -> str:
-    return f"{BUSY_MARK} #{position} in line"
+def place_in_line(position: int, eta_s: float | None = None, *, locale: object = None) -> str:
+    """The waiting note: "⏳ #3 in line", and about how long when that is known
+    (``locale`` None: the locale in effect)."""
+    if eta_s is None:
+        return f"{BUSY_MARK} " + translate(N_("#{position} in line"), locale).format(position=position)
+    line = translate(N_("#{position} in line, about {wait}"), locale)
+    return f"{BUSY_MARK} " + line.format(position=position, wait=about(eta_s, locale=locale))
 
 
-def parked_line() -> str:
+def about(seconds: float, *, locale: object = None) -> str:
+    """A wait, roughly: "5 s" (at least 1), "40 s", "2 min"."""
+    if seconds < 60:
+        return translate(N_("{seconds} s"), locale).format(seconds=max(1, math.ceil(seconds)))
+    return translate(N_("{minutes} min"), locale).format(minutes=max(1, round(seconds / 60)))
+
+
+def parked_line(locale: object = None) -> str:
     """The note of a job kept for after a restart."""
-    return f"{BUSY_MARK} The bot is restarting; I will answer this when it is back."
+    return f"{BUSY_MARK} " + translate(N_("The bot is restarting; I will answer this when it is back."), locale)
 
 
-def late_head(user_id: int | None, filename: str) -> str:
+def late_head(user_id: int | None, filename: str, locale: object = None) -> str:
     """The first line of an answer posted in the channel because its interaction expired."""
-    who = f"<@{user_id}>" if user_id else "someone"
-    return f"Answer to {who}'s question ({filename}), sorry for the delay:"
+    if user_id:
+        line = translate(N_("Answer to {who}'s question ({filename}), sorry for the delay:"), locale)
+        return line.format(who=f"<@{user_id}>", filename=filename)
+    return translate(N_("Answer to someone's question ({filename}), sorry for the delay:"), locale).format(filename=filename)
 
 
-EMPTY_ANSWER = "(the model gave an empty answer)"
-CUT_MARK = " …(cut at the answer limit)"
-TIMEOUT_MARK = " …(stopped: the answer took too long)"
+EMPTY_ANSWER = N_("(the model gave an empty answer)")
+CUT_MARK = N_(" …(cut at the answer limit)")
+TIMEOUT_MARK = N_(" …(stopped: the answer took too long)")
 
 
-def answer_body(answer: Answer) -> str:
-    text = answer.text.strip() or EMPTY_ANSWER
+def answer_body(answer: Answer, locale: object = None) -> str:
+    text = answer.text.strip() or translate(EMPTY_ANSWER, locale)
     if answer.finish_reason == "length":
-        text += CUT_MARK
+        text += translate(CUT_MARK, locale)
     elif answer.finish_reason == "timeout":
-        text += TIMEOUT_MARK
+        text += translate(TIMEOUT_MARK, locale)
     return text
 
 
-def footer_line(answer: Answer, frames: int = 1) -> str:
+def footer_line(answer: Answer, frames: int = 1, engine: str = "", locale: object = None) -> str:
     """The footer as posted: Discord's small-text markdown (``-#``); ``frames``: the
-    pictures the model was given for one animation or clip."""
-    return "-# " + footer(answer.timings, frames)
+    pictures the model was given for one animation or clip; ``engine``: the engine
+    that answered, named when the bot has several."""
+    return "-# " + footer(answer.timings, frames, locale) + (f" · {engine}" if engine else "")
 
 
-def render(answer: Answer, *, seen: str = "", frames: int = 1) -> str:
+def render(answer: Answer, *, seen: str = "", frames: int = 1, locale: object = None) -> str:
     """The answer, its footer and (for a moving picture) what the model saw of it."""
-    return f"{answer_body(answer)}\n{footer_line(answer, frames)}" + (f"\n-# {seen}" if seen else "")
+    seen = localize(seen, locale)
+    return f"{answer_body(answer, locale)}\n{footer_line(answer, frames, locale=locale)}" + (f"\n-# {seen}" if seen else "")
 
 
 DISCORD_LIMIT = 2000
@@ -108,13 +131,17 @@ def split_text(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
 
 
 def render_parts(
-    answer: Answer, limit: int = DISCORD_LIMIT, *, header: str = "", note: str = "", seen: str = "", frames: int = 1
+    answer: Answer, limit: int = DISCORD_LIMIT, *, header: str = "", note: str = "", seen: str = "", frames: int = 1,
+    engine: str = "", locale: object = None,
 ) -> list[str]:
     """The reply as Discord messages: ``header`` and the answer split on whole
     lines/words, the footer line (and small lines under it: what the model saw of a
-    moving picture, ``seen``, and a ``note``) on the last part."""
-    foot = footer_line(answer, frames) + "".join(f"\n-# {line}" for line in (seen, note) if line)
-    body = f"{header}\n{answer_body(answer)}" if header else answer_body(answer)
+    moving picture, ``seen``, and a ``note``) on the last part; the bot's words in
+    ``locale``'s language (None: the locale in effect)."""
+    small = (localize(line, locale) for line in (seen, note) if line)
+    foot = footer_line(answer, frames, engine, locale) + "".join(f"\n-# {line}" for line in small)
+    body = answer_body(answer, locale)
+    body = f"{header}\n{body}" if header else body
     parts = split_text(body, limit)
     if len(parts[-1]) + 1 + len(foot) <= limit:
         parts[-1] = f"{parts[-1]}\n{foot}"
@@ -130,7 +157,7 @@ def answer_from_message(content: str) -> str:
     footer_at = next((i for i, line in enumerate(lines) if line.startswith("-# ⏱")), len(lines))
     lines = lines[:footer_at]
     text = "\n".join(lines).strip()
-    for mark in (CUT_MARK, TIMEOUT_MARK):
+    for mark in (*variants(CUT_MARK), *variants(TIMEOUT_MARK)):  # in whichever language it was written
         text = text.removesuffix(mark.strip())
     return text.strip()
 

@@ -203,11 +203,16 @@ class Runtime:
         *,
         max_tokens: int | None = None,
         history: Sequence[tuple[str, str]] = (),
+        instruction: str = "",
     ) -> VisionRequest:
+        """The request for a question (cut to ``generation.max_question_chars``), with
+        ``instruction`` (the language to answer in) on a line of its own after it."""
         gen = self.settings.generation
         text = (question or "").strip() or gen.default_question
         if len(text) > gen.max_question_chars:
             text = text[: gen.max_question_chars].rstrip() + "…"
+        if instruction:
+            text = f"{text}\n{instruction}"
         return VisionRequest(
             images=tuple(image.data_uri for image in images),
             question=text,

@@ -1,20 +1,34 @@
-"""Questions in messages: mentions, replies to images, reply-chain follow-ups, DMs."""
+"""Questions in messages: mentions, replies to images, reply-chain follow-ups, DMs, and the
+asker's messages in a conversation thread the bot started (see :mod:`cogs.threads`)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
+from bot.i18n import QUESTION_LANGUAGE, guild_locale
 from bot.jobs.spec import JobSpec
 from bot.media import MSG_NO_PICTURE
 from bot.reply import FIRST_IMAGES_ONLY, NO_IMAGE, NOT_AN_IMAGE, OUR_FAULT, answer_from_message
 from cogs.policy import channel_ids, place_refusal
-from cogs.reading import Pictures, addressed_to, image_label, labelled, pick_image, pictures_of, question_text, roles_of
+from cogs.reading import (
+    Pictures,
+    addressed_to,
+    image_label,
+    labelled,
+    pick_image,
+    pictures_of,
+    question_text,
+    replies_to,
+    roles_of,
+)
+from cogs.threads import Threads, thread_name
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
@@ -32,6 +46,8 @@ class Ask(commands.Cog):
 
     def __init__(self, bot: LlavaBot) -> None:
         self.bot = bot
+        #: the conversation threads the bot started
+        self.threads = Threads(bot)
 
     async def cog_load(self) -> None:
         self.bot.jobs.readmit = self.take
@@ -103,6 +119,18 @@ class Ask(commands.Cog):
         history.append((question_text(question.content, me.id), answer))
         return pictures, history
 
+    async def _context(self, message: discord.Message, depth: int) -> tuple[Pictures, list[list[tuple[str, str]]]]:
+        """The pictures a message asks about and, for each, the conversation before it: in one of our
+        threads, the thread's (see :mod:`cogs.threads`); elsewhere, its reply chain's."""
+        thread = await self.threads.ours(message.channel)
+        if thread is None:
+            pictures, history = await self.context_for(message, depth)
+            return pictures, [history for _ in pictures.found]
+        own = await self._with_link_embeds(message)
+        if own.found or own.others or own.skipped:
+            return own, [[] for _ in own.found]  # a new picture in the thread: a new topic
+        return await self.threads.conversation(message, thread, depth, self.pictures)
+
     async def _refusal(self, message: discord.Message) -> str | None:
         cfg = self.bot.settings.discord
         allowed = self.bot.moderation.allowed_roles(message.guild.id if message.guild else None)
@@ -113,7 +141,10 @@ class Ask(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or not addressed_to(message, self.bot.user):
+        if message.author.bot:
+            return
+        # a mention, a reply to the bot, a DM; or, with none of these, the asker in one of our threads
+        if not addressed_to(message, self.bot.user) and not await self.threads.follows_up(message):
             return
         ctx = await self.bot.get_context(message)
         if ctx.valid:  # "@bot sync" and other text commands
@@ -141,12 +172,29 @@ class Ask(commands.Cog):
         if isinstance(specs, str):
             await jobs.refuse_message(message, specs, seen=seen)
             return
-        await jobs.answer(specs, seen=seen, replayed=replayed)
+        await jobs.answer(await self._in_thread(message, specs), seen=seen, replayed=replayed)
+
+    async def _in_thread(self, message: discord.Message, specs: list[JobSpec]) -> list[JobSpec]:
+        """With ``discord.threads``, a mention starts a thread on the question and is answered there
+        (where a thread cannot be started: in place).  A reply to one of our answers goes on in place."""
+        me = self.bot.user
+        if not self.bot.settings.discord.threads or me is None or message.guild is None:
+            return specs
+        if not any(u.id == me.id for u in message.mentions) or replies_to(message, me.id):
+            return specs
+        if not self.threads.can_start_in(message.channel, f"a mention from user {message.author.id}"):
+            return specs
+        first = specs[0]
+        thread = await self.threads.start_on(message, thread_name(first.question or "", first.source.filename), message.author.id)
+        if thread is None:
+            return specs
+        # the answer goes in the thread (the thread has the question's id: the reply is no reply there)
+        return [replace(spec, channel_id=thread.id) for spec in specs]
 
     async def _specs(self, message: discord.Message) -> list[JobSpec] | str:
         """One job per image the message asks about (or why there is none)."""
         cfg = self.bot.settings.discord
-        pictures, history = await self.context_for(message, cfg.reply_chain_depth)
+        pictures, histories = await self._context(message, cfg.reply_chain_depth)
         sources = pictures.found
         if not sources:
             if pictures.skipped:
@@ -167,9 +215,11 @@ class Ask(commands.Cog):
                 source=source,
                 question=question,
                 user_id=message.author.id,
-                history=tuple(history),
-                label=image_label(index, len(sources), source.filename) if many else "",
+                history=tuple(histories[index - 1]),
+                label=image_label(index, len(sources), source.filename, guild_locale(message)) if many else "",
                 note=note if index == len(sources) else "",
+                locale=guild_locale(message),  # the server's language for the bot's lines; a DM: English
+                answer_in=QUESTION_LANGUAGE,
             )
             for index, source in enumerate(sources, 1)
         ]

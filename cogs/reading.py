@@ -14,6 +14,7 @@ plain unit tests.  ``roles_of`` is the one that asks Discord (for DMs).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -22,27 +23,46 @@ from typing import Any, TypeVar
 
 import discord
 
+from bot.i18n import N_, translate, variants
 from bot.jobs.spec import ImageSource
 
 log = logging.getLogger(__name__)
 
 #: the first line of an answer about one of several images: "**Image 2 of 3** (cat.png)"
 IMAGE_LABEL = re.compile(r"\*\*Image (\d+) of (\d+)\*\* \((.*?)\)\n?")
+#: the same, as translated in the catalogs ("**Bild 2 von 3** (cat.png)")
+IMAGE_LABEL_TEXT = N_("**Image {index} of {total}** ({filename})")
 
 A = TypeVar("A")
 
 
-def image_label(index: int, total: int, filename: str) -> str:
-    """The head of an answer about image ``index`` of ``total`` (read back by :func:`labelled`)."""
-    return f"**Image {index} of {total}** ({filename})"
+def image_label(index: int, total: int, filename: str, locale: object = None) -> str:
+    """The head of an answer about image ``index`` of ``total`` (read back by :func:`labelled`),
+    in ``locale``'s language (None: the locale in effect)."""
+    return translate(IMAGE_LABEL_TEXT, locale).format(index=index, total=total, filename=filename)
+
+
+@functools.cache
+def _label_patterns() -> tuple[re.Pattern[str], ...]:
+    """The label in every language the catalogs have, English first."""
+    patterns = [IMAGE_LABEL]
+    for text in sorted(variants(IMAGE_LABEL_TEXT) - {IMAGE_LABEL_TEXT}):
+        pattern = re.escape(text)
+        for name, group in (("index", r"(?P<index>\d+)"), ("total", r"(?P<total>\d+)"), ("filename", r"(?P<filename>.*?)")):
+            pattern = pattern.replace(re.escape("{" + name + "}"), group)
+        patterns.append(re.compile(pattern + r"\n?"))
+    return tuple(patterns)
 
 
 def labelled(answer: str) -> tuple[int, str] | None:
-    """(the image's position, the answer without its label) for an answer about one of several images."""
-    match = IMAGE_LABEL.match(answer)
-    if match is None:
-        return None
-    return int(match.group(1)), answer[match.end() :].strip()
+    """(the image's position, the answer without its label) for an answer about one of several
+    images, in whichever language the label was written."""
+    for pattern in _label_patterns():
+        match = pattern.match(answer)
+        if match is not None:
+            position = match.group("index") if "index" in pattern.groupindex else match.group(1)
+            return int(position), answer[match.end() :].strip()
+    return None
 
 
 def looks_like_image(content_type: str | None) -> bool:
@@ -79,7 +99,7 @@ class Pictures:
         self.has_alt.append(has_alt)
 
 
-LOTTIE_STICKER = "the sticker {name!r} is a Lottie animation, which I cannot look at"
+LOTTIE_STICKER = N_("the sticker {name!r} is a Lottie animation, which I cannot look at")
 
 
 def _name_from_url(url: str, fallback: str) -> str:

@@ -16,6 +16,9 @@ Exactly one set of messages per reply, by design rather than by timing:
   its nonce window with the message already made, which is then edited to
   the text wanted.  A 404 "Unknown Message" for such a nonce means that
   message was deleted: the part is posted again under a fresh nonce.
+* **Controls while it waits.**  A reply may carry buttons (``controls``: the
+  Cancel button) on its first message while it is a note or streams; the
+  final reply takes them away (and stops the view).
 * **Resumable.**  Parts already delivered are not posted again when
   :func:`deliver_safely` retries; parts left over from a longer reply (or
   adopted from an earlier run, see :meth:`PartsReplier.adopt`) are deleted.
@@ -30,7 +33,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import discord
@@ -99,6 +102,25 @@ class PartsReplier:
         #: called with (part index, message id) as each message of the reply is created
         #: (under the reply's lock, before anything else is posted): the job journals it
         self.on_created: Callable[[int, int], Awaitable[None]] | None = None
+        #: buttons on the first message while the reply is a note or streams (Cancel)
+        self.controls: discord.ui.View | None = None
+        #: the final reply (or a "restarting" note) is being posted: the controls go
+        self.final = False
+
+    def view_for(self, index: int) -> Any:
+        """The ``view`` argument for part ``index``'s create or edit: the controls while
+        waiting or streaming, None (take them away) once final; MISSING (leave it) for
+        later parts and replies without controls."""
+        if index != 0 or self.controls is None:
+            return discord.utils.MISSING
+        return None if self.final else self.controls
+
+    def end_controls(self) -> None:
+        """From now on the first message carries no buttons (the final reply, or a
+        "restarting" note); the view stops listening."""
+        self.final = True
+        if self.controls is not None and not self.controls.is_finished():
+            self.controls.stop()
 
     async def _create(self, index: int, text: str, nonce: str | None) -> object: ...
 
@@ -179,6 +201,7 @@ class PartsReplier:
         return getattr(handle, "id", None)
 
     async def deliver(self, parts: list[str]) -> None:
+        self.end_controls()
         while self._final < len(parts):
             await self._put(self._final, parts[self._final])
             self._final += 1
@@ -219,13 +242,18 @@ class MessageReplier(PartsReplier):
     async def _create(self, index: int, text: str, nonce: str | None) -> discord.Message:
         # fail_if_not_exists=False: if the question was deleted meanwhile,
         # Discord posts the answer without the reference instead of failing.
-        reference = self.message.to_reference(fail_if_not_exists=False)
+        # In a thread started on the question (it has the question's id) the answer is no reply:
+        # the question is in the parent channel.
+        in_its_thread = self.message.id == self.message.channel.id
+        reply: dict[str, Any] = {} if in_its_thread else {"reference": self.message.to_reference(fail_if_not_exists=False)}
+        view = self.view_for(index)
         return await self.message.channel.send(
-            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS, nonce=_or_random(nonce)
+            text, **reply, mention_author=False, allowed_mentions=NO_MENTIONS, nonce=_or_random(nonce),
+            view=view if view is not None else discord.utils.MISSING,
         )
 
     async def _edit(self, handle: object, index: int, text: str) -> None:
-        await handle.edit(content=text, allowed_mentions=NO_MENTIONS)  # type: ignore[attr-defined]
+        await handle.edit(content=text, allowed_mentions=NO_MENTIONS, view=self.view_for(index))  # type: ignore[attr-defined]
 
     async def _delete(self, handle: object) -> None:
         await handle.delete()  # type: ignore[attr-defined]
@@ -305,7 +333,7 @@ class InteractionReplier(PartsReplier):
         if index == 0:
             await self._edit(ORIGINAL, 0, text)
             return ORIGINAL
-        return await self.webhook.send(text, allowed_mentions=NO_MENTIONS, wait=True)
+        return await self.webhook.send(text, allowed_mentions=NO_MENTIONS, wait=True)  # later parts carry no controls
 
     async def _delete(self, handle: object) -> None:
         if handle != ORIGINAL:
@@ -325,7 +353,9 @@ class InteractionReplier(PartsReplier):
 
     async def _edit(self, handle: object, index: int, text: str) -> None:
         target = ORIGINAL if handle == ORIGINAL else handle.id  # type: ignore[attr-defined]
-        message = await self.webhook.edit_message(target, content=text, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
+        message = await self.webhook.edit_message(
+            target, content=text, allowed_mentions=NO_MENTIONS, view=self.view_for(index)  # type: ignore[arg-type]
+        )
         if handle == ORIGINAL:
             self.original_id = message.id
 

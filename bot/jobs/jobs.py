@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine.base import Answer, EngineError
+from bot.i18n import answer_instruction, guild_locale, set_locale, translate
 from bot.images import ImageError
+from bot.jobs.cancel import cancel_view
 from bot.jobs.delivery import (
     ORIGINAL,
     InteractionReplier,
@@ -44,6 +46,7 @@ from bot.jobs.delivery import (
     PartsReplier,
     Replier,
     deliver_safely,
+    job_nonce,
     nonce_key,
     post_note,
     replier_for,
@@ -53,9 +56,22 @@ from bot.jobs.in_flight import InFlight
 from bot.jobs.journal import Entry, Journal
 from bot.jobs.spec import ImageSource, JobKind, JobSpec, Outcome
 from bot.jobs.streaming import CURSOR, ReplyStream
+from bot.jobs.waiting import ChannelPace, NoteKeeper, note_text
 from bot.media import PreparedMedia
 from bot.queue import JobCancelled, JobHandle, Lane, QueueClosed, Refused, Reservation
-from bot.reply import BUSY_MARK, GAVE_UP, OUR_FAULT, WARN, friendly, parked_line, place_in_line, render_parts, split_text
+from bot.reply import (
+    BUSY_MARK,
+    CANCELLED,
+    GAVE_UP,
+    NOT_RUNNING,
+    ONLY_ASKER_CANCELS,
+    OUR_FAULT,
+    WARN,
+    friendly,
+    parked_line,
+    render_parts,
+    split_text,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -82,6 +98,10 @@ class _Step:
     adopted: list[Any] | None = None
     #: the picture as the model gets it (one image, or frames of a moving one), once loaded
     media: PreparedMedia | None = None
+    #: the job in the queue, once submitted
+    handle: JobHandle | None = None
+    #: who pressed Cancel (the asker or a moderator)
+    cancelled_by: int | None = None
 
 
 class Jobs:
@@ -107,6 +127,12 @@ class Jobs:
         #: takes a message journaled as "seen" by a killed process from the start again
         #: (set by the front end that reads messages; called with the message and its row)
         self.readmit: Callable[[discord.Message, int, bool], Coroutine[Any, Any, None]] | None = None
+        #: jobs between acceptance and reply, by their key (:func:`job_nonce`): what Cancel finds
+        self._live: dict[str, _Step] = {}
+        #: the pace of "in line" note edits, per channel
+        self._note_pace = ChannelPace()
+        #: whether a user may cancel another's question here (the bot's moderators; set by the client)
+        self.is_moderator: Callable[[discord.Interaction], bool] = lambda interaction: False
 
     # -- in flight ------------------------------------------------------------------
 
@@ -182,7 +208,7 @@ class Jobs:
         The line's nonce comes from the message: a refusal repeated after a restart is not posted twice."""
         started = time.perf_counter()
         replier = MessageReplier(message, nonce=nonce_key("refusal", message.channel.id, message.id))
-        delivered = await deliver_safely(replier, [friendly(reason)])
+        delivered = await deliver_safely(replier, [friendly(reason, guild_locale(message))])
         await self._forget(seen)
         outcome = "refused" if delivered else "undeliverable"
         log_job(self.outcomes, "message", message.author.id, message.channel.id, outcome, None, time.perf_counter() - started)
@@ -200,7 +226,7 @@ class Jobs:
         delivered = False
         try:
             replier, _ = await replier_for(self.client, spec)
-            delivered = await deliver_safely(replier, [friendly(reason)])
+            delivered = await deliver_safely(replier, [friendly(reason, spec.locale)])
         except Exception as exc:
             log.warning("cannot tell user %s that their question was refused: %s", spec.user_id, exc)
         self._log(spec, outcome if delivered else "undeliverable", None, started)
@@ -230,6 +256,16 @@ class Jobs:
     # -- one job ------------------------------------------------------------------------
 
     async def _run(self, step: _Step) -> Outcome:
+        set_locale(step.spec.locale)  # the job's lines, in this task of its own (gather's) and those it starts
+        key = job_nonce(step.spec)
+        self._live[key] = step
+        try:
+            return await self._run_live(step, key)
+        finally:
+            if self._live.get(key) is step:
+                del self._live[key]
+
+    async def _run_live(self, step: _Step, key: str) -> Outcome:
         spec = step.spec
         started = time.perf_counter()
         answer: Answer | None = None
@@ -240,6 +276,8 @@ class Jobs:
                     if step.adopted:
                         replier.adopt(step.adopted)
                     replier.on_created = functools.partial(self.journal.set_part, step.entry_id)
+                    if spec.lane == "question" and isinstance(replier, MessageReplier | InteractionReplier):
+                        replier.controls = cancel_view(key)  # on the note and the streaming answer
             except Exception as exc:  # the channel is gone, no access, the network
                 log.warning("cannot answer job for user %s in channel %s, dropped: %s", spec.user_id, spec.channel_id, exc)
                 self._skip_turn(step)
@@ -255,6 +293,8 @@ class Jobs:
                         return "answered"
                 outcome, parts, answer = await self._work(step, replier, typing_channel)
                 if outcome == "parked":  # the bot is stopping: answered after the restart
+                    if isinstance(replier, PartsReplier):
+                        replier.end_controls()
                     note_id = await post_note(replier, parked_line(), over_text=True)
                     if note_id is not None and note_id != step.note_id:
                         await self.journal.set_note(step.entry_id, note_id)
@@ -319,7 +359,10 @@ class Jobs:
             await self.journal.mark_active(step.entry_id)
             step.media = await self._load_media(spec.source)
             await step.my_turn.wait()  # keep the message's order in the queue
-            request = self.runtime.request(step.media.images, spec.question, max_tokens=spec.max_tokens, history=spec.history)
+            request = self.runtime.request(
+                step.media.images, spec.question, max_tokens=spec.max_tokens, history=spec.history,
+                instruction=answer_instruction(spec.answer_in, self.settings.generation.language),
+            )
             handle = self.runtime.submit(
                 request,
                 reservation=step.reservation,
@@ -327,6 +370,9 @@ class Jobs:
                 on_restart=stream.restart if stream else None,
             )
             step.done_turn.set()
+            step.handle = handle
+            if step.cancelled_by is not None:  # pressed while the picture was being read
+                handle.stop()
             return handle
         finally:
             if not step.done_turn.is_set():
@@ -342,7 +388,7 @@ class Jobs:
     ) -> tuple[Outcome, list[str], Answer | None]:
         """Wait for the answer (showing the place in line, then the text as it comes)."""
         spec = step.spec
-        watcher = await self._wait_in_line(step, replier, handle) if handle.position > 0 else None
+        watcher, keeper = await self._wait_in_line(step, replier, handle) if handle.position > 0 else (None, None)
         try:
             async with typing_in(typing_channel):
                 answer = await handle.result()
@@ -350,40 +396,74 @@ class Jobs:
             if exc.parked and self.journal.enabled:
                 return "parked", [], None
             return "failed", self._line(spec, stream, str(exc)), None
-        except (JobCancelled, EngineError) as exc:
+        except JobCancelled as exc:
+            if step.cancelled_by is not None:
+                log.info("user %s cancelled the question of user %s", step.cancelled_by, spec.user_id)
+                return "cancelled", [translate(CANCELLED, spec.locale)], None
+            log.warning("job for user %s ended without an answer: %s", spec.user_id, exc)
+            return "failed", self._line(spec, stream, str(exc)), None
+        except EngineError as exc:
             log.warning("job for user %s ended without an answer: %s", spec.user_id, exc)
             return "failed", self._line(spec, stream, str(exc)), None
         finally:
+            if keeper is not None:
+                await keeper.stop()  # an edit in flight lands before the answer, never after
             if watcher is not None:
                 watcher.cancel()
             if stream is not None:
                 await stream.close()  # no streamed edit may land after the final text
         media = step.media
         seen, frames = (media.describe(), media.frames) if media is not None else ("", 1)
-        return "answered", render_parts(answer, header=spec.label, note=spec.note, seen=seen, frames=frames), answer
+        engine = answer.engine if len(self.runtime.engines) > 1 else ""  # the footer names it when there are several
+        return "answered", render_parts(answer, header=spec.label, note=spec.note, seen=seen, frames=frames, engine=engine), answer
 
     @staticmethod
     def _line(spec: JobSpec, stream: ReplyStream | None, reason: str) -> list[str]:
         """One line instead of the answer: under the image's label and the text streamed so far, if any."""
         partial = stream.text.strip() if stream is not None else ""
         head = "\n".join(x for x in (spec.label, partial) if x)
-        return split_text(f"{head}\n{friendly(reason)}" if head else friendly(reason))
+        line = friendly(reason, spec.locale)
+        return split_text(f"{head}\n{line}" if head else line)
 
-    async def _wait_in_line(self, step: _Step, replier: Replier, handle: JobHandle) -> asyncio.Task[None]:
-        """Show the place in line (the message's first job only) and journal the note;
-        while it waits, a crash is not this job's fault: it is active again once it starts."""
+    async def _wait_in_line(self, step: _Step, replier: Replier, handle: JobHandle) -> tuple[asyncio.Task[None], NoteKeeper | None]:
+        """Show the place in line and about how long (the message's first job only), keep
+        it up to date, and journal the note; while it waits, a crash is not this job's
+        fault: it is active again once it starts."""
         await self.journal.mark_active(step.entry_id, False)
-        position = handle.current_position()
-        if step.first and position:  # a job that has started already needs no note
-            note_id = await post_note(replier, place_in_line(position))
+        text = note_text(handle)
+        keeper = None
+        if step.first and text:  # a job that has started already needs no note
+            note_id = await post_note(replier, text)
             if note_id is not None and note_id != step.note_id:
                 await self.journal.set_note(step.entry_id, note_id)
+            keeper = NoteKeeper(replier, handle, step.spec.channel_id, self._note_pace, text)
 
         async def active_when_started() -> None:
             await handle.started()
             await self.journal.mark_active(step.entry_id)
 
-        return asyncio.create_task(active_when_started())
+        return asyncio.create_task(active_when_started()), keeper
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    async def cancel_pressed(self, interaction: discord.Interaction, key: str) -> None:
+        """Cancel, pressed on a note or a streaming answer: by the asker (or a moderator)
+        the job leaves the line, or stops at its next token; its reply becomes "Cancelled."
+        through its own delivery, and the journal forgets it."""
+        step = self._live.get(key)
+        if step is None:
+            await interaction.response.send_message(friendly(NOT_RUNNING, interaction.locale), ephemeral=True)
+            return
+        user = interaction.user.id
+        if user != step.spec.user_id and not self.is_moderator(interaction):
+            log.info("user %s pressed Cancel on the question of user %s and may not", user, step.spec.user_id)
+            await interaction.response.send_message(friendly(ONLY_ASKER_CANCELS, interaction.locale), ephemeral=True)
+            return
+        if step.cancelled_by is None:
+            step.cancelled_by = user
+            if step.handle is not None:
+                step.handle.stop()
+        await interaction.response.defer()  # the reply itself becomes "Cancelled."
 
     async def _load_media(self, source: ImageSource) -> PreparedMedia:
         if self.session is None:
@@ -437,6 +517,7 @@ class Jobs:
         first: dict[int, int] = {}
         for channel_id, after in targets:
             first[channel_id] = min(first.get(channel_id, after), after)
+        questions = {question for _, question in targets}
         found: dict[int, list[Any]] = {}
         me = self.client.user.id if self.client.user else None
         for channel_id, oldest in first.items():
@@ -446,13 +527,17 @@ class Jobs:
                 history = channel.history(limit=self.settings.state.replay_history_limit, after=discord.Object(oldest - 1), oldest_first=True)  # type: ignore[union-attr]
                 async for message in history:
                     read += 1
-                    if message.author.id != me:
+                    if message.author.id != me or message.type is discord.MessageType.thread_starter_message:
                         continue
                     ref = message.reference
                     if ref is not None and ref.message_id is not None:
                         found.setdefault(ref.message_id, []).append(message)
                     elif message.interaction_metadata is not None:
                         found.setdefault(message.interaction_metadata.id, []).append(message)
+                    elif channel_id in questions:
+                        # a thread the bot started on the question has the question's id:
+                        # its answer there is no reply (the question is in the parent channel)
+                        found.setdefault(channel_id, []).append(message)
             except Exception as exc:  # no access, the channel is gone, the network: answer as before
                 log.warning("could not read channel %s to find replies made before the restart: %s", channel_id, exc)
             log.info("read %d message(s) of channel %s to find replies made before the restart", read, channel_id)
@@ -512,7 +597,7 @@ class Jobs:
                           message_id, seen.get("user_id"), entry.crashes, age / 3600)
                 message = channel.get_partial_message(message_id)  # type: ignore[union-attr]
                 replier = MessageReplier(message, nonce=nonce_key("refusal", channel_id, message_id))
-                await deliver_safely(replier, [friendly(GAVE_UP)])
+                await deliver_safely(replier, [friendly(GAVE_UP, guild_locale(channel))])
                 await self._forget(entry.id)
                 return None
             message = await channel.fetch_message(message_id)  # type: ignore[union-attr]

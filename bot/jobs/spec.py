@@ -10,7 +10,7 @@ from typing import Any, Literal
 from bot.queue import Lane
 
 JobKind = Literal["message", "interaction", "channel"]
-Outcome = Literal["answered", "refused", "failed", "undeliverable", "parked", "gave_up"]
+Outcome = Literal["answered", "refused", "failed", "undeliverable", "parked", "gave_up", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,12 @@ class JobSpec:
     created: float = field(default_factory=time.time)
     #: an interaction's id: its original response and follow-ups carry it (the replay finds them by it)
     interaction_id: int | None = None
+    #: the Discord locale of the bot's own lines ("fr", "pt-BR"; None: English): an
+    #: interaction's, or the server's preferred one for a mention (journaled: a replay says them alike)
+    locale: str | None = None
+    #: the language the model is asked to answer in: a Discord locale (a slash command, a menu),
+    #: "question" (a mention: the question's own language), None: no instruction
+    answer_in: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from bot.i18n import N_
 from bot.images import (
     MSG_DAMAGED,
     ImageError,
@@ -43,8 +44,21 @@ MediaKind = Literal["image", "animation", "video"]
 FramesAs = Literal["images", "grid"]
 
 # User-facing messages (str(ImageError)).
-MSG_NO_PICTURE = "that file has no picture, only sound"
-MSG_VIDEO_UNREADABLE = "that video could not be read"
+MSG_NO_PICTURE = N_("that file has no picture, only sound")
+MSG_VIDEO_UNREADABLE = N_("that video could not be read")
+
+#: what the model was shown of a moving picture (under the footer), by kind, known length and frames
+SEEN = {
+    ("video", True, False): N_("{frames} frames of a {seconds} s clip"),
+    ("video", True, True): N_("{frames} frame of a {seconds} s clip"),
+    ("video", False, False): N_("{frames} frames of a clip"),
+    ("video", False, True): N_("{frames} frame of a clip"),
+    ("animation", True, False): N_("{frames} frames of a {seconds} s animation"),
+    ("animation", True, True): N_("{frames} frame of a {seconds} s animation"),
+    ("animation", False, False): N_("{frames} frames of an animation"),
+    ("animation", False, True): N_("{frames} frame of an animation"),
+}
+AS_GRID = N_("{seen}, as one grid")
 
 #: white space between the pictures of a contact sheet
 GRID_GAP = 4
@@ -102,13 +116,10 @@ class PreparedMedia:
         ``"4 frames of a 12.3 s clip"``, ``"4 frames of a 2.0 s animation, as one grid"``."""
         if self.kind == "image":
             return ""
-        what = "clip" if self.kind == "video" else "animation"
-        if self.duration_s is not None:
-            of = f"a {self.duration_s:.1f} s {what}"
-        else:
-            of = "a clip" if self.kind == "video" else "an animation"
-        text = f"{self.frames} frame{'' if self.frames == 1 else 's'} of {of}"
-        return text + ", as one grid" if self.grid else text
+        template = SEEN[(self.kind, self.duration_s is not None, self.frames == 1)]
+        seconds = f"{self.duration_s:.1f}" if self.duration_s is not None else ""
+        text = template.format(frames=self.frames, seconds=seconds)
+        return AS_GRID.format(seen=text) if self.grid else text
 
 
 def sample_times(duration: float, count: int) -> list[float]:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from bot.i18n import N_
 from bot.images import Container, ImageError, ImageLimits, fmt_tenths, too_many_bytes, too_many_pixels
 
 from .base import MSG_NO_PICTURE, MSG_VIDEO_UNREADABLE, FrameSink, MediaLimits, PreparedMedia, sample_times, shown_size
@@ -45,13 +46,15 @@ __all__ = ["prepare_video", "video_pixels"]
 
 log = logging.getLogger(__name__)
 
+MSG_TOO_LONG = N_("video is {seconds} s long, the limit is {limit} s")
+
 # The display matrix's counter-clockwise rotation -> the transposition that shows the frame upright.
 _ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 
 
 def _too_long(seconds: float, media: MediaLimits) -> ImageError:
     limit = f"{media.max_video_seconds:.1f}".removesuffix(".0")
-    return ImageError(f"video is {fmt_tenths(math.ceil(seconds * 10))} s long, the limit is {limit} s")
+    return ImageError(MSG_TOO_LONG.format(seconds=fmt_tenths(math.ceil(seconds * 10)), limit=limit))
 
 
 def _open(data: bytes, container: Container) -> InputContainer:

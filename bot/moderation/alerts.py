@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.i18n import N_, localize, set_locale, translate, variants
 from bot.jobs.delivery import NO_MENTIONS
-from bot.reply import friendly
+from bot.reply import OUR_FAULT, friendly
 
 if TYPE_CHECKING:
     from bot.config import ModerationRule, ModerationSettings
@@ -45,15 +46,20 @@ FINE_ID = "llava-bot:alert:fine"
 DELETE_ID = "llava-bot:alert:delete"
 CONFIRM_ID = "llava-bot:alert:confirm"
 
-ONLY_MODERATORS = "only moderators can use these buttons"
-CANNOT_DELETE_THERE = "I am not allowed to delete messages in that channel"
-NO_LINK = "this alert has no link to a message"
-REVIEWED_FIELD = "Reviewed"
+ONLY_MODERATORS = N_("only moderators can use these buttons")
+CANNOT_DELETE_THERE = N_("I am not allowed to delete messages in that channel")
+NO_LINK = N_("this alert has no link to a message")
+REVIEWED_FIELD = N_("Reviewed")
 ALERT_COLOUR = discord.Colour.orange()
 FINE_COLOUR = discord.Colour.green()
 DELETED_COLOUR = discord.Colour.dark_grey()
 CONFIRMED_COLOUR = discord.Colour.blurple()
-ASSIST_NOTE = "The model assists; a moderator decides."
+ASSIST_NOTE = N_("The model assists; a moderator decides.")
+#: the buttons' labels (in the server's preferred language)
+FINE_LABEL = N_("Looks fine")
+CONFIRM_LABEL = N_("Right call")
+DELETE_LABEL = N_("Delete message")
+LINK_LABEL = N_("Go to message")
 
 _JUMP = re.compile(r"/channels/(?:\d+|@me)/(\d+)/(\d+)")
 
@@ -72,38 +78,46 @@ def alert_mentions(rule: ModerationRule) -> tuple[str, discord.AllowedMentions]:
     return f"<@&{rule.alert_role}>", allowed
 
 
-def alert_title(rule: ModerationRule, verdict: Verdict) -> str:
+def alert_title(rule: ModerationRule, verdict: Verdict, locale: object = None) -> str:
     if verdict.remembered is not None:
-        what = f"rule “{rule.name}”: posted again after a delete"
+        what = translate(N_("rule “{name}”: posted again after a delete"), locale).format(name=rule.name)
     else:
-        what = f"rule “{rule.name}” matched"
-    return _cut(f"🧪 Trial: {what}" if rule.trial else f"🚩 {what[0].upper()}{what[1:]}", 256)
+        what = translate(N_("rule “{name}” matched"), locale).format(name=rule.name)
+    trial = translate(N_("🧪 Trial: {what}"), locale).format(what=what)
+    return _cut(trial if rule.trial else f"🚩 {what[0].upper()}{what[1:]}", 256)
 
 
-def alert_embed(rule: ModerationRule, verdict: Verdict, report: ImageReport, post: WatchedPost) -> discord.Embed:
+def alert_embed(rule: ModerationRule, verdict: Verdict, report: ImageReport, post: WatchedPost, locale: object = None) -> discord.Embed:
+    """The alert; its labels in ``locale``'s language (the server's preferred one; None: the locale in effect)."""
+
+    def _(text: str) -> str:
+        return translate(text, locale)
+
     embed = discord.Embed(
-        title=alert_title(rule, verdict),
+        title=alert_title(rule, verdict, locale),
         url=post.jump_url,
-        description=_cut(verdict.reason or "(the model gave no reason)", 1000),
+        description=_cut(verdict.reason or _(N_("(the model gave no reason)")), 1000),
         colour=ALERT_COLOUR,
         timestamp=datetime.datetime.fromtimestamp(post.created, tz=datetime.UTC),
     )
     caption = report.caption.text if report.caption is not None else ""
-    embed.add_field(name="Caption", value=_cut(caption or "(no caption)", 1024), inline=False)
-    embed.add_field(name="Posted by", value=_cut(f"<@{post.poster_id}> ({post.poster_name})", 1024), inline=True)
-    embed.add_field(name="Channel", value=f"<#{post.channel_id}>", inline=True)
-    embed.add_field(name="Image", value=_cut(report.image.filename or "image", 1024), inline=True)
+    embed.add_field(name=_(N_("Caption")), value=_cut(caption or _(N_("(no caption)")), 1024), inline=False)
+    embed.add_field(name=_(N_("Posted by")), value=_cut(f"<@{post.poster_id}> ({post.poster_name})", 1024), inline=True)
+    embed.add_field(name=_(N_("Channel")), value=f"<#{post.channel_id}>", inline=True)
+    embed.add_field(name=_(N_("Image")), value=_cut(report.image.filename or "image", 1024), inline=True)
     if verdict.where:  # a moving picture: which sampled frame matched
-        embed.add_field(name="Frame", value=verdict.where, inline=True)
+        embed.add_field(name=_(N_("Frame")), value=localize(verdict.where, locale), inline=True)
     if verdict.remembered is not None:  # the same (or a near-identical) image was judged before
         decided = verdict.remembered
         embed.add_field(
-            name="Decided before",
-            value=f"Deleted before by <@{decided.by_user}> on {decided.day} (the model was not asked again)",
+            name=_(N_("Decided before")),
+            value=_(N_("Deleted before by {who} on {day} (the model was not asked again)")).format(
+                who=f"<@{decided.by_user}>", day=decided.day
+            ),
             inline=False,
         )
     embed.set_thumbnail(url=report.image.url)
-    embed.set_footer(text=ASSIST_NOTE)
+    embed.set_footer(text=_(ASSIST_NOTE))
     return embed
 
 
@@ -145,6 +159,7 @@ class AlertView(discord.ui.View):
         settings_for: Callable[[int | None], ModerationSettings] | None = None,
         on_review: Callable[[int, Fate, int], Awaitable[None]] | None = None,
         persistent: bool = False,
+        locale: object = None,
     ) -> None:
         super().__init__(timeout=None)
         self.settings = settings
@@ -153,23 +168,24 @@ class AlertView(discord.ui.View):
         #: (alert message id, fate, moderator id): the track record and the decision memory
         self.on_review = on_review
         if buttons:
-            fine: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.success, label="Looks fine", custom_id=FINE_ID, emoji="✅")
+            fine: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.success, label=translate(FINE_LABEL, locale), custom_id=FINE_ID, emoji="✅")
             fine.callback = self._fine  # type: ignore[method-assign]
             self.add_item(fine)
             if trial or persistent:  # a rule on trial: was it right?  Nothing is deleted on a trial's word.
                 right: discord.ui.Button[AlertView] = discord.ui.Button(
-                    style=discord.ButtonStyle.secondary, label="Right call", custom_id=CONFIRM_ID, emoji="🎯"
+                    style=discord.ButtonStyle.secondary, label=translate(CONFIRM_LABEL, locale), custom_id=CONFIRM_ID, emoji="🎯"
                 )
                 right.callback = self._confirm  # type: ignore[method-assign]
                 self.add_item(right)
             if (can_delete and not trial) or persistent:
-                delete: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.danger, label="Delete message", custom_id=DELETE_ID, emoji="🗑️")
+                delete: discord.ui.Button[AlertView] = discord.ui.Button(style=discord.ButtonStyle.danger, label=translate(DELETE_LABEL, locale), custom_id=DELETE_ID, emoji="🗑️")
                 delete.callback = self._delete  # type: ignore[method-assign]
                 self.add_item(delete)
         if jump_url:
-            self.add_item(discord.ui.Button(style=discord.ButtonStyle.link, label="Go to message", url=jump_url))
+            self.add_item(discord.ui.Button(style=discord.ButtonStyle.link, label=translate(LINK_LABEL, locale), url=jump_url))
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        set_locale(interaction.locale)  # the presser's language for the private lines (this press's own task)
         settings = self.settings_for(interaction.guild_id) if self.settings_for is not None else self.settings
         if may_moderate(settings, interaction):
             return True
@@ -181,7 +197,7 @@ class AlertView(discord.ui.View):
         log.error("an alert button failed", exc_info=error)
         try:
             if not interaction.response.is_done():
-                await interaction.response.send_message(friendly("something went wrong on my side, sorry"), ephemeral=True)
+                await interaction.response.send_message(friendly(OUR_FAULT), ephemeral=True)
         except discord.HTTPException:
             pass
 
@@ -190,11 +206,13 @@ class AlertView(discord.ui.View):
             await self.on_review(interaction.message.id, fate, interaction.user.id)
 
     async def _fine(self, interaction: discord.Interaction) -> None:
-        if await _review(self.settings, interaction, f"✅ Looks fine · {interaction.user.mention} · <t:{int(time.time())}:f>", FINE_COLOUR):
+        line = f"✅ {translate(FINE_LABEL, interaction.guild_locale)} · {interaction.user.mention} · <t:{int(time.time())}:f>"
+        if await _review(self.settings, interaction, line, FINE_COLOUR):
             await self._reviewed(interaction, "fine")
 
     async def _confirm(self, interaction: discord.Interaction) -> None:
-        line = f"🎯 Right call (trial) · {interaction.user.mention} · <t:{int(time.time())}:f>"
+        what = translate(N_("Right call (trial)"), interaction.guild_locale)
+        line = f"🎯 {what} · {interaction.user.mention} · <t:{int(time.time())}:f>"
         if await _review(self.settings, interaction, line, CONFIRMED_COLOUR):
             await self._reviewed(interaction, "confirmed")
 
@@ -211,9 +229,9 @@ class AlertView(discord.ui.View):
             return
         try:
             await channel.get_partial_message(message_id).delete()  # type: ignore[union-attr]
-            what = "🗑️ Message deleted"
+            what = "🗑️ " + translate(N_("Message deleted"), interaction.guild_locale)
         except discord.NotFound:
-            what = "🗑️ The message was already gone"
+            what = "🗑️ " + translate(N_("The message was already gone"), interaction.guild_locale)
         except discord.Forbidden:
             await interaction.response.send_message(friendly(CANNOT_DELETE_THERE), ephemeral=True)
             return
@@ -232,12 +250,14 @@ async def _review(
         await interaction.response.send_message(friendly(NO_LINK), ephemeral=True)
         return False
     embed = message.embeds[0]
-    done = next((f.value for f in embed.fields if f.name == REVIEWED_FIELD), None)
+    done = next((f.value for f in embed.fields if f.name in variants(REVIEWED_FIELD)), None)
     if done:
-        await interaction.response.send_message(f"Already reviewed: {done}", ephemeral=True, allowed_mentions=NO_MENTIONS)
+        already = translate(N_("Already reviewed: {review}")).format(review=done)
+        await interaction.response.send_message(already, ephemeral=True, allowed_mentions=NO_MENTIONS)
         return False
     embed.colour = colour
-    embed.add_field(name=REVIEWED_FIELD, value=line, inline=False)
-    view = AlertView(settings, jump_url=embed.url if link else None, buttons=False)
+    locale = interaction.guild_locale  # the alert is the server's: its language
+    embed.add_field(name=translate(REVIEWED_FIELD, locale), value=line, inline=False)
+    view = AlertView(settings, jump_url=embed.url if link else None, buttons=False, locale=locale)
     await interaction.response.edit_message(embed=embed, view=view, allowed_mentions=NO_MENTIONS)
     return True

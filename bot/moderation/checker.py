@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine.base import Answer, EngineError
+from bot.i18n import N_
 from bot.images import ImageError
 from bot.media import PreparedMedia
 from bot.moderation.record import Decision, image_hash
@@ -146,7 +147,7 @@ class Verdict:
     @property
     def where(self) -> str:
         """Which frame, for an alert ("" for a still image)."""
-        return f"frame {self.frame + 1} of {self.frames}" if self.frames > 1 else ""
+        return N_("frame {frame} of {frames}").format(frame=self.frame + 1, frames=self.frames) if self.frames > 1 else ""
 
 
 @dataclass(slots=True)

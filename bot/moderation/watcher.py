@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.i18n import N_, guild_locale, translate
 from bot.jobs.delivery import NETWORK_ERRORS, NO_MENTIONS, MessageReplier, deliver_safely, messageable, nonce_key, replier_for
 from bot.jobs.in_flight import InFlight
 from bot.jobs.jobs import log_job
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
 PURGE_EVERY_S = 3600.0
-ALT_NOTE = "-# suggested alt text"
+ALT_NOTE = N_("suggested alt text")
 
 
 class Watcher:
@@ -246,14 +247,17 @@ class Watcher:
             created=post.created,
         )
         log_channel = self.log_channel(post.guild_id)
+        locale = self.locale_of(post.guild_id)
         if log_channel is not None:
-            head = f"🖼️ Caption for {image.filename} from {post.poster_name} in {post.jump_url}"
+            head = "🖼️ " + translate(N_("Caption for {filename} from {poster} in {link}"), locale).format(
+                filename=image.filename, poster=post.poster_name, link=post.jump_url
+            )
             spec = JobSpec(kind="channel", channel_id=log_channel, head=head, **common)  # type: ignore[arg-type]
         else:
             spec = JobSpec(kind="message", channel_id=post.channel_id, message_id=post.message_id, show_place=False, **common)  # type: ignore[arg-type]
         try:
             replier, _ = await replier_for(self.client, spec)
-            delivered = await deliver_safely(replier, render_parts(report.caption))
+            delivered = await deliver_safely(replier, render_parts(report.caption, locale=locale))
         except Exception as exc:  # the channel is gone, no access, the network
             log.warning("cannot post a caption in channel %s: %s", spec.channel_id, exc)
             delivered = False
@@ -265,11 +269,12 @@ class Watcher:
         alts = [(n, r.alt_text) for n, r in enumerate(reports, 1) if r.alt_text]
         if not alts:
             return
+        locale = self.locale_of(post.guild_id)
         if len(post.images) == 1:
             lines = [alts[0][1]]
         else:
-            lines = [f"{alt} (image {n})" for n, alt in alts]
-        text = "\n".join([*lines, ALT_NOTE])[:2000]
+            lines = [translate(N_("{alt} (image {n})"), locale).format(alt=alt, n=n) for n, alt in alts]
+        text = "\n".join([*lines, "-# " + translate(ALT_NOTE, locale)])[:2000]
         try:
             channel = await messageable(self.client, post.channel_id)
             replier = MessageReplier(
@@ -310,10 +315,11 @@ class Watcher:
         if log_channel is None:
             return
         content, allowed = alert_mentions(rule) if self._role_here(rule.alert_role, post.guild_id) else ("", NO_MENTIONS)
-        embed = alert_embed(rule, verdict, report, post)
+        locale = self.locale_of(post.guild_id)  # an alert is the server's: its preferred language
+        embed = alert_embed(rule, verdict, report, post, locale)
         view = AlertView(
             self.mod, jump_url=post.jump_url, can_delete=self._can_delete(post.channel_id), trial=rule.trial,
-            settings_for=self.mod_for, on_review=self.reviewed,
+            settings_for=self.mod_for, on_review=self.reviewed, locale=locale,
         )
         # one nonce for the alert across retries (a retried post that had landed is not posted twice)
         nonce = nonce_key("alert", post.message_id, report.image.url, rule.name)
@@ -359,6 +365,10 @@ class Watcher:
             return
         if row is not None:
             log.info("alert %s (rule %s, message %s): %s by user %s", alert_id, row.rule, row.message_id, fate, user_id)
+
+    def locale_of(self, guild_id: int | None) -> str | None:
+        """A server's preferred locale (None: unknown, English)."""
+        return guild_locale(self.client.get_guild(guild_id)) if guild_id is not None else None
 
     def _role_here(self, role_id: int | None, guild_id: int | None) -> bool:
         """A role to mention exists in the server (a default rule's role may be another server's)."""

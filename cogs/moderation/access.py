@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.i18n import N_
 from bot.moderation.alerts import may_moderate
 from bot.reply import friendly
 
 if TYPE_CHECKING:
     from bot.client import LlavaBot
 
-MANAGERS_ONLY = "only members with Manage Server (or the bot's admins) can change my settings here"
-MODERATORS_ONLY = "only moderators can see my settings and rules here"
+MANAGERS_ONLY = N_("only members with Manage Server (or the bot's admins) can change my settings here")
+MODERATORS_ONLY = N_("only moderators can see my settings and rules here")
 NOT_HERE = "{what} is not in this server"
 
 #: the default member permissions the /settings and /rule commands declare

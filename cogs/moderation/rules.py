@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.i18n import N_
 from bot.jobs.delivery import NO_MENTIONS
 from bot.moderation.checker import ImageReport, WatchedPost
 from bot.moderation.record import RuleRecord
@@ -35,10 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NO_SUCH_RULE = "this server has no rule named “{name}” (`/rule list` shows them)"
-TOO_MANY_RULES = "this server has {count} rules, the most it may have; remove one first"
-NOTHING_SEEN = "no image was seen in this server's watched channels yet (or none is left to test on)"
-LANE_BUSY = "the model is busy with other checks; please try again in a minute"
+NO_SUCH_RULE = N_("this server has no rule named “{name}” (`/rule list` shows them)")
+TOO_MANY_RULES = N_("this server has {count} rules, the most it may have; remove one first")
+NOTHING_SEEN = N_("no image was seen in this server's watched channels yet (or none is left to test on)")
+LANE_BUSY = N_("the model is busy with other checks; please try again in a minute")
 TEST_DEFAULT = 20
 TEST_MOST = 50
 #: a rule marked "Looks fine" this often (of at least MIN_REVIEWED reviews) is shown as usually wrong
@@ -223,7 +224,7 @@ class Rules(commands.Cog):
         try:
             text = await self._test(guild, rule, min(count, TEST_MOST))
         except QueueClosed:
-            text = friendly("the bot is restarting, please try again in a minute")
+            text = friendly(N_("the bot is restarting, please try again in a minute"))
         except Exception:
             log.exception("testing rule %s in guild %s failed", rule.name, guild.id)
             text = friendly("something went wrong on my side, sorry; please try again")

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.i18n import N_
 from bot.jobs.delivery import NO_MENTIONS
 from bot.moderation.alerts import may_moderate
 from bot.moderation.captions import CaptionRow, match_expression
@@ -22,10 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FIND_ONLY_MODERATORS = "only moderators can search captions"
-FORGET_ONLY_MODERATORS = "only moderators can forget another member's images"
-NOT_KEPT = "captions are not kept on this bot (no watched channel, or moderation.keep_days is 0)"
-NO_WORDS = "give at least one word to look for"
+FIND_ONLY_MODERATORS = N_("only moderators can search captions")
+FORGET_ONLY_MODERATORS = N_("only moderators can forget another member's images")
+NOT_KEPT = N_("captions are not kept on this bot (no watched channel, or moderation.keep_days is 0)")
+NO_WORDS = N_("give at least one word to look for")
 RESULTS = 10
 
 

@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.i18n import N_
 from bot.jobs.delivery import NO_MENTIONS
 from bot.moderation.servers import CHANNEL_FIELDS, ROLE_FIELDS, ServerSettings, diff, export_toml, parse_toml
 from bot.reply import DISCORD_LIMIT, friendly
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IMPORT_MAX_BYTES = 64 * 1024
-NOT_TOML = "that file is not a settings file: {error}"
-TOO_BIG = "that file is too big for a settings file (at most 64 KB)"
+NOT_TOML = N_("that file is not a settings file: {error}")
+TOO_BIG = N_("that file is too big for a settings file (at most 64 KB)")
 IMPORT_WAIT_S = 300.0
 
 CHANNEL_LABELS = {
@@ -240,7 +241,7 @@ class Settings(commands.Cog):
             return
         except discord.HTTPException as exc:
             log.warning("could not read an imported settings file: %s", exc)
-            await interaction.followup.send(friendly("I could not read that file, please try again"), ephemeral=True)
+            await interaction.followup.send(friendly(N_("I could not read that file, please try again")), ephemeral=True)
             return
         limit = self.bot.settings.moderation.max_server_rules
         if new.rules is not None and len(new.rules) > limit:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 #: the footer (with the frames of a moving picture counted), and the small lines under it
 FOOTER = re.compile(
-    r"\n-# ⏱ queue \d+\.\d\d s · image \d+\.\d\d s(?: \(\d+ frames\))? · prompt \d+\.\d\d s · \d+ tok @ [\d.]+ tok/s · total \d+\.\d\d s"
+    r"\n-# ⏱ queue \d+\.\d\d s · image \d+\.\d\d s(?: \(\d+ frames\))? · prompt \d+\.\d\d s · \d+ tok @ [\d.]+ tok/s · total \d+\.\d\d s(?: · [\w.-]+)?"  # the engine's name, with several
     r"(?:\n-# [^\n]*)*$"
 )
 

@@ -61,7 +61,7 @@ async def test_reply_chain_follow_up_is_about_the_earlier_image(fake: FakeDiscor
     assert seen[1].images == seen[0].images  # the same image
     answer_text = first["content"].split("\n-# ")[0].removesuffix(" …(cut at the answer limit)")
     assert seen[1].history == (("what is this?", answer_text),)
-    assert seen[1].question == "and what colour is it?"
+    assert seen[1].question == "and what colour is it?\nAnswer in the language of the question."  # a mention: answered in its own language
     assert first_q["id"] != follow["id"]
     # the follow-up reused the cached image: no CLIP encode the second time
     assert "image 0.00 s" in second["content"]
@@ -77,7 +77,7 @@ async def test_mention_in_a_reply_to_someone_elses_image(fake: FakeDiscord, llav
     ask = await fake.user_message(ALICE_ID, GENERAL_ID, f"<@{BOT_ID}> what breed?", mentions_bot=True, reference_message_id=posted["id"])
     reply = await fake.wait_for_final(lambda s: s["channel_id"] == GENERAL_ID)
     assert ref(reply) == ask["id"]
-    assert len(seen) == 1 and seen[0].question == "what breed?" and seen[0].history == ()
+    assert len(seen) == 1 and seen[0].question == "what breed?\nAnswer in the language of the question." and seen[0].history == ()
     assert len(fake.downloads_of(att)) == 1
 
 
@@ -91,7 +91,7 @@ async def test_slash_ask_defers_and_follows_up(fake: FakeDiscord, llava) -> None
     assert callbacks[0]["type"] == 5  # deferred, thinking
     assert FOOTER.search(follow["content"])
     assert_no_pings(follow)
-    assert seen[0].max_tokens == 8 and seen[0].question == "What is it?"
+    assert seen[0].max_tokens == 8 and seen[0].question == "What is it?\nAnswer in English."  # the asker's locale (en-US)
     # the option is bounded by generation.max_tokens_limit through app_commands.Range
     ask_cmd = fake.find_command("ask")
     option = next(o for o in ask_cmd["options"] if o["name"] == "max_tokens")
@@ -105,7 +105,7 @@ async def test_caption_and_describe_image_menu(fake: FakeDiscord, llava) -> None
     await fake.slash_command(BOB_ID, GENERAL_ID, "caption", {"image": att})
     first = await fake.wait_for_final(lambda s: s.get("original"))
     assert FOOTER.search(first["content"])
-    assert seen[0].question == runtime.settings.moderation.caption_prompt
+    assert seen[0].question == runtime.settings.moderation.caption_prompt + "\nAnswer in English."
     assert seen[0].max_tokens == runtime.settings.moderation.caption_max_tokens
 
     att2 = fake.add_attachment("b.png", png_bytes())
@@ -113,7 +113,7 @@ async def test_caption_and_describe_image_menu(fake: FakeDiscord, llava) -> None
     await fake.message_context_menu(ALICE_ID, GENERAL_ID, "Describe image", target["id"])
     second = await fake.wait_for_final(lambda s: s.get("original") and s["id"] != first["id"])
     assert FOOTER.search(second["content"])
-    assert seen[1].question == "Describe this image."
+    assert seen[1].question == "Describe this image.\nAnswer in English."
     assert len(fake.downloads_of(att2)) == 1
 
 

@@ -175,7 +175,7 @@ async def test_a_follow_up_about_a_gif_keeps_its_frames(fake: FakeDiscord, llava
     reply = await fake.wait_for_final(lambda s: ref(s) == follow["id"], timeout=60)
     assert FOOTER.search(reply["content"]) and frames_footer(reply["content"]) == 4
     assert len(seen) == 2 and seen[1].images == seen[0].images and len(seen[1].images) == 4
-    assert seen[1].history and seen[1].question == "and then?"
+    assert seen[1].history and seen[1].question == "and then?\nAnswer in the language of the question."
 
 
 # -- stickers and forwards --------------------------------------------------------------------------
@@ -223,7 +223,7 @@ async def test_a_question_replying_to_a_forward_asks_about_the_forwarded_picture
     assert fake.sent == []  # nobody asked yet
     _, reply = await ask(fake, content=f"<@{BOT_ID}> what breed?", reference_message_id=int(forward["id"]))
     assert FOOTER.search(reply["content"]), reply["content"]
-    assert len(seen) == 1 and len(seen[0].images) == 1 and seen[0].question == "what breed?"
+    assert len(seen) == 1 and len(seen[0].images) == 1 and seen[0].question == "what breed?\nAnswer in the language of the question."
     assert len(fake.downloads_of(att)) == 1
 
 

@@ -62,8 +62,9 @@ async def test_a_ten_thousand_character_question_is_trimmed(fake: FakeDiscord, l
     seen = record_requests(runtime)
     reply = await ask(fake, fake.add_attachment("a.jpg", jpeg_bytes()), "why " * 2500)
     assert FOOTER.search(reply["content"])
-    assert len(seen[0].question) <= runtime.settings.generation.max_question_chars + 1
-    assert seen[0].question.endswith("…")
+    question, instruction = seen[0].question.rsplit("\n", 1)  # the cut question, then the language to answer in
+    assert len(question) <= runtime.settings.generation.max_question_chars + 1
+    assert question.endswith("…") and instruction == "Answer in the language of the question."
 
 
 async def test_a_prompt_over_the_context_gets_a_clear_line(fake: FakeDiscord, llava) -> None:
