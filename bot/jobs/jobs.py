@@ -104,6 +104,11 @@ class _Step:
     cancelled_by: int | None = None
 
 
+def _question_of(spec: JobSpec) -> tuple[Any, ...]:
+    """What a job answers: the same for every image of one message or interaction."""
+    return (spec.kind, spec.channel_id, spec.message_id, spec.interaction_id, spec.token, spec.user_id)
+
+
 class Jobs:
     """Owns every job from acceptance to reply; the cogs call :meth:`answer`."""
 
@@ -459,10 +464,12 @@ class Jobs:
             log.info("user %s pressed Cancel on the question of user %s and may not", user, step.spec.user_id)
             await interaction.response.send_message(friendly(ONLY_ASKER_CANCELS, interaction.locale), ephemeral=True)
             return
-        if step.cancelled_by is None:
-            step.cancelled_by = user
-            if step.handle is not None:
-                step.handle.stop()
+        question = _question_of(step.spec)
+        for other in [s for s in self._live.values() if _question_of(s.spec) == question]:  # the message's other images too
+            if other.cancelled_by is None:
+                other.cancelled_by = user
+                if other.handle is not None:
+                    other.handle.stop()
         await interaction.response.defer()  # the reply itself becomes "Cancelled."
 
     async def _load_media(self, source: ImageSource) -> PreparedMedia:

@@ -176,3 +176,23 @@ async def test_the_footer_names_the_engine_when_there_are_several(fake: FakeDisc
         final = await final_text(fake, message)
         assert re.search(r"total \d+\.\d\d s · engine-[01]$", final.splitlines()[-1]), final
     # with one engine the footer names none: every FOOTER match elsewhere ends at "total … s"
+
+
+async def test_cancel_on_a_message_with_two_pictures_cancels_both(fake: FakeDiscord, llava) -> None:
+    people(fake)
+    async with SlowEngine(tokens=4, delay_s=0.05) as server:
+        bot, runtime = await llava(**slow_settings(server), queue={"per_user_per_minute": 0})
+        server.hold()
+        await ask(fake, ALICE_ID)
+        await server.wait_holding()
+        atts = [fake.add_attachment(f"{n}.jpg", jpeg_bytes()) for n in ("one", "two")]
+        both = await fake.user_message(BOB_ID, GENERAL_ID, f"<@{BOT_ID}> what are these?", attachments=atts, mentions_bot=True)
+        note = await fake.wait_until(lambda: (r := reply_to(fake, both)) and r["content"].startswith("⏳") and cancel_id(fake, r["id"]) and r)
+        await fake.press_button(BOB_ID, note["id"], cancel_id(fake, note["id"]))  # type: ignore[arg-type]
+        await fake.wait_until(
+            lambda: [m["content"] for m in fake.messages.values() if (m.get("message_reference") or {}).get("message_id") == str(both["id"])]
+            == ["Cancelled.", "Cancelled."]
+        )
+        server.release()
+        await settled(fake, bot)
+        assert server.requests == 1 and runtime.queue.cancelled == 2
