@@ -51,7 +51,7 @@ async def test_a_note_from_before_a_kill_still_cancels_its_question(fake: FakeDi
             # bob presses the button on the note the killed process posted
             for _ in range(100):  # until the replay has taken his job back (before that: "not waiting any more")
                 it = await fake.press_button(BOB_ID, note["id"], button)
-                answer = await fake.wait_for_callback(lambda c: c["interaction_id"] == it.id)
+                answer = await fake.wait_for_callback(lambda c, it=it: c["interaction_id"] == it.id)
                 if answer["type"] == 6:  # a deferred update: the bot took the cancel
                     break
                 await asyncio.sleep(0.2)
