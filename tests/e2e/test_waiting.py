@@ -196,3 +196,24 @@ async def test_cancel_on_a_message_with_two_pictures_cancels_both(fake: FakeDisc
         server.release()
         await settled(fake, bot)
         assert server.requests == 1 and runtime.queue.cancelled == 2
+
+
+async def test_a_burst_leaves_no_stale_note_while_notes_are_kept_up_to_date(fake: FakeDiscord, llava) -> None:
+    """Many waiting notes edited while answers stream in the same channel: every question
+    ends with exactly one final reply, no "⏳" and no Cancel button left anywhere."""
+    users = list(range(200, 224))
+    for uid in users:
+        fake.add_user(uid, f"user{uid}")
+    async with SlowEngine(tokens=6, delay_s=0.08) as server:  # about 0.5 s an answer
+        bot, runtime = await llava(**slow_settings(server), queue={"per_user_per_minute": 0})
+        await final_text(fake, await ask(fake, ALICE_ID))  # the pace is known: notes carry estimates
+        asked = await asyncio.gather(*(ask(fake, uid) for uid in users))
+        finals = [await final_text(fake, m, timeout=60) for m in asked]
+        await settled(fake, bot)
+        assert all("\n-# ⏱" in f for f in finals)
+        edited_notes = [s for s in fake.sent if s["via"] == "edit" and s["content"].startswith("⏳")]
+        assert edited_notes, "no note was ever updated"
+        for m in asked:
+            replies = [x for x in fake.messages.values() if (x.get("message_reference") or {}).get("message_id") == str(m["id"])]
+            assert len(replies) == 1, replies
+            assert not replies[0]["content"].startswith("⏳") and cancel_id(fake, replies[0]["id"]) is None
