@@ -207,14 +207,12 @@ class AlertView(discord.ui.View):
 
     async def _fine(self, interaction: discord.Interaction) -> None:
         line = f"✅ {translate(FINE_LABEL, interaction.guild_locale)} · {interaction.user.mention} · <t:{int(time.time())}:f>"
-        if await _review(self.settings, interaction, line, FINE_COLOUR):
-            await self._reviewed(interaction, "fine")
+        await _review(self.settings, interaction, line, FINE_COLOUR, record=lambda: self._reviewed(interaction, "fine"))
 
     async def _confirm(self, interaction: discord.Interaction) -> None:
         what = translate(N_("Right call (trial)"), interaction.guild_locale)
         line = f"🎯 {what} · {interaction.user.mention} · <t:{int(time.time())}:f>"
-        if await _review(self.settings, interaction, line, CONFIRMED_COLOUR):
-            await self._reviewed(interaction, "confirmed")
+        await _review(self.settings, interaction, line, CONFIRMED_COLOUR, record=lambda: self._reviewed(interaction, "confirmed"))
 
     async def _delete(self, interaction: discord.Interaction) -> None:
         target = jump_target(interaction.message)
@@ -237,14 +235,21 @@ class AlertView(discord.ui.View):
             return
         log.info("moderator %s deleted message %s after an alert", interaction.user.id, message_id)
         line = f"{what} · {interaction.user.mention} · <t:{int(time.time())}:f>"
-        if await _review(self.settings, interaction, line, DELETED_COLOUR, link=False):
-            await self._reviewed(interaction, "deleted")
+        await _review(self.settings, interaction, line, DELETED_COLOUR, link=False, record=lambda: self._reviewed(interaction, "deleted"))
 
 
 async def _review(
-    settings: ModerationSettings, interaction: discord.Interaction, line: str, colour: discord.Colour, *, link: bool = True
+    settings: ModerationSettings,
+    interaction: discord.Interaction,
+    line: str,
+    colour: discord.Colour,
+    *,
+    link: bool = True,
+    record: Callable[[], Awaitable[None]] | None = None,
 ) -> bool:
-    """Mark the alert reviewed (who, what, when) and take its buttons away; False if it was reviewed before."""
+    """Mark the alert reviewed (who, what, when) and take its buttons away; False if it was
+    reviewed before.  ``record`` (the track record and the decision memory) runs first: an
+    alert shown as reviewed has its decision kept, even if the bot dies right after."""
     message = interaction.message
     if message is None or not message.embeds:
         await interaction.response.send_message(friendly(NO_LINK), ephemeral=True)
@@ -255,6 +260,8 @@ async def _review(
         already = translate(N_("Already reviewed: {review}")).format(review=done)
         await interaction.response.send_message(already, ephemeral=True, allowed_mentions=NO_MENTIONS)
         return False
+    if record is not None:
+        await record()
     embed.colour = colour
     locale = interaction.guild_locale  # the alert is the server's: its language
     embed.add_field(name=translate(REVIEWED_FIELD, locale), value=line, inline=False)

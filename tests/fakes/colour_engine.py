@@ -60,6 +60,26 @@ def dominant_colour(data_uri: str) -> str:
     return min(PALETTE, key=lambda name: sum((x - y) ** 2 for x, y in zip(PALETTE[name], (r, g, b), strict=True)))
 
 
+def openai_colour_answer(body: dict) -> str:
+    """:meth:`ColourEngine.answer_text` for an OpenAI-compatible request body (a test server
+    such as :class:`tests.fakes.slow_engine.SlowEngine` answers with it:
+    ``SlowEngine(answer=openai_colour_answer, tokens=64)``)."""
+    images: list[str] = []
+    question = ""
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, str):
+            question = content
+            continue
+        for part in content or []:
+            if part.get("type") == "image_url":
+                images.append(part["image_url"]["url"])
+            elif part.get("type") == "text":
+                question = part.get("text", "")
+    request = VisionRequest(images=tuple(images[-1:]), question=question, max_tokens=int(body.get("max_tokens") or 64))
+    return ColourEngine().answer_text(request)
+
+
 class ColourEngine:
     """Answers from the picture's dominant colour; see the module docstring."""
 

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -76,6 +76,7 @@ class SlowEngine:
         redirect_to: str | None = None,
         garbage: Sequence[bytes] = GARBAGE_LINES,
         pings_while_held: bool = False,
+        answer: Callable[[dict[str, Any]], str] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
@@ -96,6 +97,9 @@ class SlowEngine:
         self.garbage = tuple(garbage)
         #: held answers send ``: ping`` every 0.05 s while they wait (else they are silent)
         self.pings_while_held = pings_while_held
+        #: what to answer, from the request's JSON body (None: ``word1 word2 ...``); its words
+        #: are the tokens, ``tokens`` of them at most
+        self.answer = answer
         self.port = 0
         #: chat completions started (any mode)
         self.requests = 0
@@ -252,18 +256,20 @@ class SlowEngine:
     async def _answer(self, stream: web.StreamResponse, body: dict[str, Any]) -> None:
         started = time.perf_counter()
         max_tokens = body.get("max_tokens")
-        count = self.tokens if not isinstance(max_tokens, int) else max(0, min(self.tokens, max_tokens))
+        words = self.answer(body).split() if self.answer is not None else [f"word{i + 1}" for i in range(self.tokens)]
+        whole = min(self.tokens, len(words))
+        count = whole if not isinstance(max_tokens, int) else max(0, min(whole, max_tokens))
         first_at = None
         for i in range(count):
             if i == 1:
                 await self._wait_gate(stream)
             await asyncio.sleep(self.delay_s)
-            delta: dict[str, Any] = {"content": f"word{i + 1}" if i == 0 else f" word{i + 1}"}
+            delta: dict[str, Any] = {"content": words[i] if i == 0 else f" {words[i]}"}
             if i == 0:
                 delta["role"] = "assistant"
                 first_at = time.perf_counter()
             await _send(stream, self._chunk([{"index": 0, "delta": delta, "finish_reason": None}]))
-        finish = "length" if count < self.tokens else "stop"
+        finish = "length" if count < whole else "stop"
         final = self._chunk([{"index": 0, "delta": {}, "finish_reason": finish}])
         final["usage"] = {
             "prompt_tokens": self.prompt_tokens,
