@@ -96,6 +96,20 @@ class Rules(commands.Cog):
     def _rule(self, guild_id: int, name: str) -> "ModerationRule | None":
         return next((r for r in self.bot.moderation.mod_for(guild_id).rules if r.name.lower() == name.lower()), None)
 
+    async def _changing(self, interaction: discord.Interaction, name: str) -> discord.Guild | None:
+        """Before a change to one rule: the member may make it and the rule exists (else one
+        private refusal line, and None); the server's rules are its own list from now on."""
+        if not await may_change(self.bot, interaction):
+            await refuse(interaction, MANAGERS_ONLY)
+            return None
+        guild = interaction.guild
+        assert guild is not None
+        if self._rule(guild.id, name) is None:
+            await refuse(interaction, NO_SUCH_RULE.format(name=name))
+            return None
+        await self._adopt(guild)
+        return guild
+
     async def _adopt(self, guild: discord.Guild) -> None:
         """The defaults this server runs become its own rules, before its first change."""
         watcher = self.bot.moderation
@@ -159,15 +173,9 @@ class Rules(commands.Cog):
     @group.command(name="remove", description="Remove a rule (and its track record)")
     @app_commands.describe(name="The rule's name")
     async def remove(self, interaction: discord.Interaction, name: str) -> None:
-        if not await may_change(self.bot, interaction):
-            await refuse(interaction, MANAGERS_ONLY)
+        guild = await self._changing(interaction, name)
+        if guild is None:
             return
-        guild = interaction.guild
-        assert guild is not None
-        if self._rule(guild.id, name) is None:
-            await refuse(interaction, NO_SUCH_RULE.format(name=name))
-            return
-        await self._adopt(guild)
         await self.bot.moderation.servers.remove_rule(guild.id, name)
         await self.bot.moderation.record.forget_rule(guild.id, name)
         log.info("user %s removed rule %s in guild %s", interaction.user.id, name, guild.id)
@@ -176,15 +184,9 @@ class Rules(commands.Cog):
     @group.command(name="trial", description="Put a rule on trial (alerts ping nobody) or make it live")
     @app_commands.describe(name="The rule's name", enabled="true: on trial; false: live (mentions its role, offers delete)")
     async def trial(self, interaction: discord.Interaction, name: str, enabled: bool) -> None:
-        if not await may_change(self.bot, interaction):
-            await refuse(interaction, MANAGERS_ONLY)
+        guild = await self._changing(interaction, name)
+        if guild is None:
             return
-        guild = interaction.guild
-        assert guild is not None
-        if self._rule(guild.id, name) is None:
-            await refuse(interaction, NO_SUCH_RULE.format(name=name))
-            return
-        await self._adopt(guild)
         await self.bot.moderation.servers.set_trial(guild.id, name, enabled)
         log.info("user %s set trial %s for rule %s in guild %s", interaction.user.id, enabled, name, guild.id)
         if enabled:
